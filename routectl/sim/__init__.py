@@ -1,0 +1,1 @@
+"""routectl.sim."""
