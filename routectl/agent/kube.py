@@ -1,0 +1,116 @@
+"""The agent's view of Kubernetes: its own Node (by field selector) and the PodCIDRPools, plus Node Events.
+
+Watches only serve as triggers; every sync re-reads the Node and lists the pools, so a missed or broken
+watch can delay a change by at most one resync period and never leaves stale state behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from routectl.constants import EVENT_MASQUERADE_INVALID, GROUP, POOL_PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+AGENT_COMPONENT = "routectl-agent"
+_WATCH_SECONDS = 300
+
+
+def load_api_client(kubeconfig: str | None) -> client.ApiClient:
+    """ApiClient from `kubeconfig`, else in-cluster config, else the default kubeconfig."""
+    if kubeconfig:
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        return client.ApiClient(cfg)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class KubeSource:
+    """Reads this node and the pools, triggers syncs from watches and records Events on the Node."""
+
+    def __init__(self, api: client.ApiClient, node_name: str) -> None:
+        self.api = api
+        self.node_name = node_name
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._watches: list[watch.Watch] = []
+        self._node_uid: str | None = None
+
+    def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The Node (as a camelCase dict) and every PodCIDRPool."""
+        node = self.api.sanitize_for_serialization(self.core.read_node(self.node_name))
+        self._node_uid = (node.get("metadata") or {}).get("uid")
+        pools = self.custom.list_cluster_custom_object(GROUP, VERSION, POOL_PLURAL)
+        return node, list(pools.get("items") or [])
+
+    def record_event(self, message: str) -> None:
+        """A Warning Event on the Node (namespace default, as the kubelet does) with `message`."""
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        uid = self._node_uid
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{self.node_name}.{uuid.uuid4().hex[:16]}", "namespace": "default"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": self.node_name,
+                               **({"uid": uid} if uid else {})},
+            "reason": EVENT_MASQUERADE_INVALID,
+            "message": message[:1024],
+            "type": "Warning",
+            "source": {"component": AGENT_COMPONENT, "host": self.node_name},
+            "reportingComponent": AGENT_COMPONENT,
+            "reportingInstance": self.node_name,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.core.create_namespaced_event("default", body)
+
+    def start_watches(self, trigger: threading.Event, stop: threading.Event) -> list[threading.Thread]:
+        """Background threads setting `trigger` on any change of this Node or of any pool."""
+        streams: list[tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+            ("node", self.core.list_node, (), {"field_selector": f"metadata.name={self.node_name}"}),
+            ("pools", self.custom.list_cluster_custom_object, (GROUP, VERSION, POOL_PLURAL), {}),
+        ]
+        threads = []
+        for name, func, args, kwargs in streams:
+            t = threading.Thread(target=self._watch_loop, args=(name, func, args, kwargs, trigger, stop),
+                                 name=f"watch-{name}", daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+    def stop_watches(self) -> None:
+        """Ask running watch streams to end."""
+        for w in list(self._watches):
+            w.stop()
+
+    def _watch_loop(self, name: str, func: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any], trigger: threading.Event, stop: threading.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            w = watch.Watch()
+            self._watches.append(w)
+            try:
+                for _event in w.stream(func, *args, timeout_seconds=_WATCH_SECONDS,
+                                       _request_timeout=_WATCH_SECONDS + 30, **kwargs):
+                    trigger.set()
+                    backoff = 1.0
+                    if stop.is_set():
+                        break
+            except Exception as exc:  # network errors, 410 Gone, emulator restarts: retry with backoff
+                log.warning("watch %s failed: %s; retrying in %.0fs", name, exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                self._watches.remove(w)

@@ -1,0 +1,175 @@
+"""Turn the Node and the PodCIDRPools into desired masquerade chains, and apply them keeping the last good.
+
+`compute_desired` is pure (Node and pool objects as plain dicts in, ChainSpecs out); `MasqSyncer` applies
+the result with `Iptables` and owns the keep-last-good rule: bad input never removes or opens rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from routectl.agent import rules
+from routectl.agent.iptables import Iptables
+from routectl.agent.sysctl import ensure_forwarding
+from routectl.ipam.errors import InvalidCIDRError, PoolSpecError
+from routectl.ipam.model import PoolSpec
+from routectl.ipam.netutil import parse_cidr
+
+log = logging.getLogger(__name__)
+
+IPNetwork = rules.IPNetwork
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Desired chain per IP family, plus the input errors met while computing it.
+
+    When `errors` is not empty the specs were built from the valid inputs only (more masquerading,
+    never less) and are used only if nothing better is known.
+    """
+
+    specs: Mapping[int, rules.ChainSpec]
+    errors: tuple[str, ...] = ()
+    pod_cidrs: tuple[IPNetwork, ...] = ()
+
+
+def node_pod_cidrs(node: Mapping[str, Any]) -> tuple[tuple[IPNetwork, ...], list[str]]:
+    """The Node's pod CIDRs (spec.podCIDRs, else spec.podCIDR) and errors for unparsable ones."""
+    spec = node.get("spec") or {}
+    raw = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    cidrs: list[IPNetwork] = []
+    errors = []
+    for text in raw:
+        try:
+            cidrs.append(ipaddress.ip_network(str(text), strict=True))
+        except ValueError as exc:
+            errors.append(f"node {_name(node)}: invalid podCIDR {text!r}: {exc}")
+    return tuple(cidrs), errors
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", "?"))
+
+
+def _parse_all(values: Iterable[str], what: str, errors: list[str]) -> list[IPNetwork]:
+    nets = []
+    for i, value in enumerate(values):
+        try:
+            nets.append(parse_cidr(value, f"{what}[{i}]"))
+        except InvalidCIDRError as exc:
+            errors.append(str(exc))
+    return nets
+
+
+def compute_desired(
+    node: Mapping[str, Any], pools: Iterable[Mapping[str, Any]], *, random_fully: bool = True
+) -> Desired:
+    """Desired chains for this node: RETURN for every pool CIDR, the node's pool's extra
+    non-masquerade CIDRs and link-local (unless that pool sets masqLinkLocal); MASQUERADE from the
+    node's pod CIDRs. If no pool contains the node's CIDR, every pool's extras count and link-local
+    stays unmasqueraded. One spec per family the node has a pod CIDR in.
+    """
+    pod_cidrs, errors = node_pod_cidrs(node)
+    specs: list[tuple[str, PoolSpec]] = []
+    for obj in pools:
+        try:
+            specs.append((_name(obj), PoolSpec.from_resource(obj)))
+        except PoolSpecError as exc:
+            errors.append(str(exc))
+    pool_cidrs: list[tuple[IPNetwork, str]] = []
+    extras: dict[str, list[tuple[IPNetwork, str]]] = {}
+    owners: list[tuple[str, PoolSpec]] = []
+    for name, spec in specs:
+        nets = _parse_all(spec.cidrs, f"PodCIDRPool {name}: spec.cidrs", errors)
+        pool_cidrs.extend((net, f"pool {name}") for net in nets)
+        what = f"PodCIDRPool {name}: spec.masquerade.nonMasqueradeCIDRs"
+        extras[name] = [(net, f"pool {name} nonMasqueradeCIDRs")
+                        for net in _parse_all(spec.masquerade.non_masquerade_cidrs, what, errors)]
+        if any(p.version == n.version and p.subnet_of(n) for p in pod_cidrs for n in nets):  # type: ignore[arg-type]
+            owners.append((name, spec))
+    extra = [pair for name, _ in (owners or specs) for pair in extras[name]]
+    masq_link_local = bool(owners) and all(spec.masquerade.masq_link_local for _, spec in owners)
+    out: dict[int, rules.ChainSpec] = {}
+    for family in rules.families_of(pod_cidrs):
+        try:
+            out[family] = rules.build_chain_spec(
+                family, pod_cidrs, [*pool_cidrs, *extra],
+                masq_link_local=masq_link_local, random_fully=random_fully,
+            )
+        except rules.RulesError as exc:
+            errors.append(f"IPv{family} masquerade rules: {exc}")
+    return Desired(out, tuple(errors), pod_cidrs)
+
+
+@dataclass
+class SyncResult:
+    """What one sync did: writes made, families handled, errors met, whether last-good rules were kept."""
+
+    writes: int = 0
+    families: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
+    kept_last_good: bool = False
+
+
+@dataclass
+class MasqSyncer:
+    """Applies desired chains; on bad input keeps the last good rules and reports the error once."""
+
+    iptables: Iptables
+    report: Callable[[str], None] | None = None
+    ensure_sysctl: bool = True
+    last_good: Mapping[int, rules.ChainSpec] | None = None
+    _reported: str | None = field(default=None, repr=False)
+
+    def sync(self, desired: Desired) -> SyncResult:
+        """Install `desired` (or the last good rules when it has errors); zero writes when unchanged."""
+        result = SyncResult(errors=desired.errors)
+        if desired.errors:
+            specs = self._fallback(desired, result)
+            self._report(desired.errors)
+        else:
+            specs = dict(desired.specs)
+            self.last_good = specs
+            self._reported = None
+        if not specs and not desired.pod_cidrs:
+            log.info("node has no podCIDR yet; no masquerade rules to install")
+        before = self.iptables.writes
+        for family, spec in sorted(specs.items()):
+            if self.ensure_sysctl:
+                ensure_forwarding(self.iptables.runner, family)
+            self.iptables.apply(spec)
+        result.writes = self.iptables.writes - before
+        result.families = tuple(sorted(specs))
+        return result
+
+    def _fallback(self, desired: Desired, result: SyncResult) -> dict[int, rules.ChainSpec]:
+        if self.last_good is not None:
+            result.kept_last_good = True
+            log.warning("bad masquerade input; keeping the last good rules")
+            return dict(self.last_good)
+        specs: dict[int, rules.ChainSpec] = {}
+        for family, spec in desired.specs.items():
+            if self.iptables.installed(family, spec.chain).present:
+                result.kept_last_good = True
+                log.warning("bad masquerade input; keeping the IPv%d rules already installed", family)
+            else:
+                # Nothing installed and nothing known: the valid inputs only, which masquerades more.
+                specs[family] = spec
+        return specs
+
+    def _report(self, errors: tuple[str, ...]) -> None:
+        message = "; ".join(errors)
+        for err in errors:
+            log.error("masquerade input rejected: %s", err)
+        if message == self._reported:
+            return
+        self._reported = message
+        if self.report is not None:
+            try:
+                self.report(f"invalid masquerade input, keeping the last good rules: {message}")
+            except Exception:  # reporting must never stop the rules from being kept
+                log.exception("could not report masquerade error")
