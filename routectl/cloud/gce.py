@@ -1,0 +1,343 @@
+"""GCE route driver on google-cloud-compute: routes with nextHopInstance in one VPC network.
+
+Ownership needs three pieces of evidence: our name prefix, our description marker carrying the cluster
+name, and our network. Operations are waited on with our own GlobalOperationsClient (`insert_unary` +
+`wait`): the extended-operation `.result()` ignores a custom endpoint (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from google.api_core import exceptions as gexc
+
+from routectl.cloud.base import (
+    REASON_INSTANCE_NOT_FOUND,
+    REASON_INVALID_PROVIDER_ID,
+    REASON_PREREQUISITE_FAILED,
+    CallCounter,
+    CloudError,
+    NodeProblem,
+    RouteLimitError,
+)
+from routectl.cloud.ratelimit import TokenBucket
+from routectl.cloud.retry import call_with_retry
+from routectl.constants import ROUTE_DESCRIPTION_MARKER
+from routectl.routes.model import CloudRoute, NodeRoutes, TableCapacity, canonical_cidr
+
+T = TypeVar("T")
+PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\d+-[a-z])/([a-z]([-a-z0-9]*[a-z0-9])?)$")
+INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
+MAX_NAME = 63
+PAGE_SIZE = 500
+
+
+def instance_path(url: str | None) -> str | None:
+    """`projects/p/zones/z/instances/i` from any form of an instance URL (full, relative)."""
+    if not url:
+        return None
+    m = INSTANCE_PATH_RE.search(url)
+    return m.group(0) if m else url
+
+
+def _reason(exc: gexc.GoogleAPICallError) -> str:
+    """First error reason of a Compute error answer (e.g. alreadyExists, QUOTA_EXCEEDED)."""
+    for err in exc.errors or []:
+        if isinstance(err, dict) and err.get("reason"):
+            return str(err["reason"])
+    return ""
+
+
+def parse_provider_id(provider_id: str | None) -> tuple[str, str, str]:
+    """(project, zone, instance) from `gce://project/zone/instance`; NodeProblem when malformed."""
+    if not provider_id:
+        raise NodeProblem(REASON_INVALID_PROVIDER_ID,
+                          "node has no spec.providerID (is the cloud provider set up?)")
+    m = PROVIDER_ID_RE.match(provider_id)
+    if not m:
+        raise NodeProblem(REASON_INVALID_PROVIDER_ID,
+                          f"providerID {provider_id!r} is not of the form gce://<project>/<zone>/<instance>")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def name_prefix(cluster_name: str) -> str:
+    """RFC 1035 route name prefix for a cluster: `rc-<cluster>` cut so `<prefix>-<uid>-v6` fits 63 chars."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", cluster_name.lower()).strip("-") or "cluster"
+    if len(slug) > 19:  # 63 - len("rc-") - 1 - 36 (uid) - 3 ("-v6") - 1 spare
+        slug = slug[:13].rstrip("-") + "-" + hashlib.sha256(cluster_name.encode()).hexdigest()[:5]
+    return f"rc-{slug}"
+
+
+class GCERouteDriver:
+    """Routes of one cluster in one GCE project/network (see module docstring)."""
+
+    provider = "gce"
+
+    def __init__(
+        self,
+        project: str,
+        network: str,
+        cluster_name: str,
+        *,
+        endpoint: str | None = None,
+        priority: int = 1000,
+        tags: Sequence[str] = (),
+        rate: float = 10.0,
+        burst: int = 20,
+        concurrency: int = 16,
+        op_timeout: float = 120.0,
+        credentials: Any = None,
+    ) -> None:
+        if not project or not network or not cluster_name:
+            raise ValueError("GCE driver needs project, network and cluster_name")
+        if not 0 <= priority <= 65535:
+            raise ValueError(f"route priority must be 0..65535, got {priority}")
+        self.project = project
+        self.network = network
+        self.cluster_name = cluster_name
+        self.endpoint = endpoint
+        self.priority = priority
+        self.tags = list(tags)
+        self.prefix = name_prefix(cluster_name)
+        self.description = f"{ROUTE_DESCRIPTION_MARKER} cluster={cluster_name}"
+        self.bucket = TokenBucket(rate, burst)
+        self.calls = CallCounter()
+        self.op_timeout = op_timeout
+        self._sem = threading.BoundedSemaphore(concurrency)
+        self._local = threading.local()
+        self._credentials = credentials
+
+    # ----- plumbing -----
+    def _clients(self) -> Any:
+        """Per-thread clients (a requests session per thread keeps connection pools uncontended)."""
+        c = getattr(self._local, "clients", None)
+        if c is None:
+            from google.cloud import compute_v1
+
+            kinds = {
+                "routes": (compute_v1.RoutesClient, "routes"),
+                "ops": (compute_v1.GlobalOperationsClient, "global_operations"),
+                "instances": (compute_v1.InstancesClient, "instances"),
+                "projects": (compute_v1.ProjectsClient, "projects"),
+            }
+            c = {}
+            for key, (cls, module) in kinds.items():
+                if self.endpoint:
+                    from google.auth.credentials import AnonymousCredentials
+
+                    u = urlparse(self.endpoint)
+                    mod = __import__(f"google.cloud.compute_v1.services.{module}.transports.rest",
+                                     fromlist=["x"])
+                    transport_cls = next(getattr(mod, n) for n in dir(mod)
+                                         if n.endswith("RestTransport") and not n.startswith("_"))
+                    c[key] = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
+                                                         credentials=AnonymousCredentials()))
+                else:
+                    c[key] = cls(credentials=self._credentials)
+            self._local.clients = c
+        return c
+
+    def _call(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
+        def attempt() -> T:
+            if mutating:
+                self.bucket.acquire()
+            self.calls.record(op)
+            with self._sem:
+                try:
+                    return fn()
+                except gexc.GoogleAPICallError:
+                    self.calls.error()
+                    raise
+
+        def on_retryable(kind: str, exc: BaseException) -> None:
+            if kind == "throttled":
+                self.calls.throttled()
+                self.bucket.drain()
+
+        return call_with_retry(attempt, on_retryable=on_retryable)
+
+    @property
+    def network_path(self) -> str:
+        """`projects/<p>/global/networks/<n>` as sent on insert."""
+        return f"projects/{self.project}/global/networks/{self.network}"
+
+    def route_name(self, node: NodeRoutes, destination: str) -> str:
+        """`<prefix>-<node uid>` for the node's first IPv4 block, `-v6` for IPv6, `-<i>` for further ones."""
+        uid = re.sub(r"[^a-z0-9-]", "", (node.uid or "").lower())
+        if not uid:
+            uid = hashlib.sha256(node.name.encode()).hexdigest()[:32]
+        net = ipaddress.ip_network(destination, strict=False)
+        same = [c for c in node.pod_cidrs if ipaddress.ip_network(c, strict=False).version == net.version]
+        canon = [canonical_cidr(c) for c in same]
+        idx = canon.index(str(net)) if str(net) in canon else 0
+        suffix = ("-v6" if net.version == 6 else "") + (f"-{idx}" if idx else "")
+        name = f"{self.prefix}-{uid}"[: MAX_NAME - len(suffix)].rstrip("-") + suffix
+        return name
+
+    def _owned(self, r: Any) -> bool:
+        net = r.network or ""
+        return (
+            r.name.startswith(self.prefix + "-")
+            and r.description == self.description
+            and (net.rstrip("/").endswith("/" + self.network_path) or net == self.network_path)
+        )
+
+    def _to_cloud_route(self, r: Any) -> CloudRoute:
+        target = instance_path(r.next_hop_instance) if r.next_hop_instance else (
+            r.next_hop_gateway or r.next_hop_ip or r.next_hop_ilb or None)
+        return CloudRoute(table=self.network, destination=canonical_cidr(r.dest_range), target=target,
+                          name=r.name, state="active", owned=self._owned(r))
+
+    def _wait(self, operation: Any, what: str) -> None:
+        from google.cloud import compute_v1
+
+        op = operation
+        import time
+
+        deadline = time.monotonic() + self.op_timeout
+        while op.status != compute_v1.Operation.Status.DONE:
+            if time.monotonic() > deadline:
+                raise CloudError(f"{what}: operation {op.name} not DONE after {self.op_timeout}s")
+            op = self._call("globalOperations.wait", lambda name=op.name: self._clients()["ops"].wait(
+                project=self.project, operation=name, retry=None))
+        if op.error and op.error.errors:
+            codes = [e.code for e in op.error.errors]
+            msg = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
+            if "QUOTA_EXCEEDED" in codes:
+                raise RouteLimitError(f"{what}: {msg}")
+            raise CloudError(f"{what}: operation {op.name} failed (HTTP {op.http_error_status_code}): {msg}")
+
+    # ----- protocol -----
+    def list_tables(self) -> list[str]:
+        """GCE has one route table per network: the network name."""
+        return [self.network]
+
+    def list_routes(self) -> list[CloudRoute]:
+        """All routes of our network (paginated, filtered by network server-side)."""
+        from google.cloud import compute_v1
+
+        out: list[CloudRoute] = []
+        token = ""
+        flt = f'network eq ".*/{self.network_path}"'
+        while True:
+            req = compute_v1.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
+                                               page_token=token)
+            try:
+                page = self._call("routes.list", lambda req=req: self._clients()["routes"].list(request=req,
+                                                                                                 retry=None))
+            except gexc.GoogleAPICallError as e:
+                raise CloudError(f"listing routes of {self.network_path}: {e.message}") from e
+            out += [self._to_cloud_route(r) for r in page.items]
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def resolve(self, node: NodeRoutes) -> str:
+        """`projects/p/zones/z/instances/i` for the node; checks the instance exists and has canIpForward."""
+        project, zone, name = parse_provider_id(node.provider_id)
+        try:
+            inst = self._call("instances.get", lambda: self._clients()["instances"].get(
+                project=project, zone=zone, instance=name, retry=None))
+        except gexc.NotFound as e:
+            raise NodeProblem(REASON_INSTANCE_NOT_FOUND, f"instance {name} in {project}/{zone} not found "
+                              f"(providerID {node.provider_id})") from e
+        except gexc.GoogleAPICallError as e:
+            raise CloudError(f"getting instance {project}/{zone}/{name}: {e.message}") from e
+        if not inst.can_ip_forward:
+            raise NodeProblem(REASON_PREREQUISITE_FAILED,
+                              f"instance {project}/{zone}/{name} has canIpForward=false; GCE drops packets "
+                              "for pod IPs unless the instance is created with --can-ip-forward")
+        return f"projects/{project}/zones/{zone}/instances/{name}"
+
+    def _insert(self, name: str, destination: str, target: str) -> None:
+        from google.cloud import compute_v1
+
+        route = compute_v1.Route(
+            name=name, network=self.network_path, dest_range=destination, next_hop_instance=target,
+            priority=self.priority, description=self.description, tags=self.tags,
+        )
+        op = self._call("routes.insert", lambda: self._clients()["routes"].insert_unary(
+            project=self.project, route_resource=route, retry=None), mutating=True)
+        self._wait(op, f"inserting route {name}")
+
+    def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> None:
+        """Insert our route; 409 with the same destination and next hop is success, otherwise replaced."""
+        name = self.route_name(node, destination)
+        try:
+            self._insert(name, destination, target)
+            return
+        except gexc.Conflict:
+            pass
+        except gexc.Forbidden as e:
+            if _reason(e) == "QUOTA_EXCEEDED":
+                raise RouteLimitError(f"inserting route {name}: {e.message}") from e
+            raise CloudError(f"inserting route {name}: {e.message}") from e
+        except gexc.GoogleAPICallError as e:
+            raise CloudError(f"inserting route {name}: {e.message}") from e
+        existing = self._get(name)
+        if existing is None:  # deleted meanwhile: try once more
+            self._insert(name, destination, target)
+            return
+        if not existing.owned:
+            raise CloudError(f"route name {name} is taken by a route routectl does not own; not touching it")
+        if existing.destination == canonical_cidr(destination) and existing.target == target:
+            return
+        self.replace(existing, target, node, destination=destination)
+
+    def _get(self, name: str) -> CloudRoute | None:
+        try:
+            r = self._call("routes.get", lambda: self._clients()["routes"].get(
+                project=self.project, route=name, retry=None))
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as e:
+            raise CloudError(f"getting route {name}: {e.message}") from e
+        return self._to_cloud_route(r)
+
+    def replace(self, route: CloudRoute, target: str, node: NodeRoutes, *,
+                destination: str | None = None) -> None:
+        """GCE routes are immutable: delete the owned route, then insert the node's route."""
+        self.delete(route)
+        dest = destination or route.destination
+        try:
+            self._insert(self.route_name(node, dest), dest, target)
+        except gexc.Forbidden as e:
+            raise RouteLimitError(f"re-inserting route for {dest}: {e.message}") from e
+        except gexc.GoogleAPICallError as e:
+            raise CloudError(f"re-inserting route for {dest}: {e.message}") from e
+
+    def delete(self, route: CloudRoute) -> None:
+        """Delete an owned route by name; already gone is success."""
+        if not route.owned or not route.name:
+            raise CloudError(f"refusing to delete route {route.name or route.destination}: "
+                             "not owned by routectl")
+        try:
+            op = self._call("routes.delete", lambda: self._clients()["routes"].delete_unary(
+                project=self.project, route=route.name, retry=None), mutating=True)
+        except gexc.NotFound:
+            return
+        except gexc.GoogleAPICallError as e:
+            raise CloudError(f"deleting route {route.name}: {e.message}") from e
+        self._wait(op, f"deleting route {route.name}")
+
+    def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
+        """The project's ROUTES quota (usage counts every route of the project, not only ours)."""
+        try:
+            proj = self._call("projects.get", lambda: self._clients()["projects"].get(project=self.project,
+                                                                                     retry=None))
+        except gexc.GoogleAPICallError as e:
+            raise CloudError(f"reading quotas of project {self.project}: {e.message}") from e
+        for q in proj.quotas:
+            if q.metric == "ROUTES":
+                return [TableCapacity(
+                    table=self.network, used=int(q.usage), limit=int(q.limit),
+                    quota_name=f"the Compute Engine 'ROUTES' quota of project {self.project}",
+                    raise_to_hint="request it under IAM & Admin > Quotas for the Compute Engine API",
+                    provider=self.provider)]
+        return []

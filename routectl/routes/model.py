@@ -1,0 +1,130 @@
+"""Pure data model of cloud routes: what a node wants, what the cloud has, what to do about it.
+
+Shared by the diff, the limit planner, both cloud drivers and the controller; no I/O here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+ActionKind = Literal["create", "replace", "delete", "keep"]
+
+
+@dataclass(frozen=True)
+class NodeRoutes:
+    """A node as the route layer sees it: identity, where its traffic goes, which blocks it owns."""
+
+    name: str
+    uid: str
+    provider_id: str | None
+    pod_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CloudRoute:
+    """One route as listed from a cloud table; `owned` says whether routectl may ever touch it."""
+
+    table: str
+    destination: str
+    target: str | None
+    name: str | None = None
+    state: str = "active"
+    owned: bool = False
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteAction:
+    """One step of a plan: create, replace (next hop differs or blackhole), delete (stale) or keep."""
+
+    kind: ActionKind
+    table: str
+    destination: str
+    target: str | None
+    node: str | None
+    route: CloudRoute | None = None
+
+
+@dataclass(frozen=True)
+class TableCapacity:
+    """How full one route table (AWS) or the project's route quota (GCE) is, and how to raise it."""
+
+    table: str
+    used: int
+    limit: int
+    quota_name: str
+    raise_to_hint: str
+    provider: str
+
+    @property
+    def free(self) -> int:
+        """Slots left before the cloud refuses a new route (never negative)."""
+        return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class LimitWarning:
+    """A table nearing or at its route limit; the message names both ways out (quota, overlay)."""
+
+    kind: Literal["nearing", "reached"]
+    table: str
+    used: int
+    limit: int
+    message: str
+    refused: int = 0
+    provider: str = ""
+    quota_name: str = ""
+    needed: int = 0
+
+
+@dataclass
+class NodeRouteStatus:
+    """Outcome of routing one node: ok with reason RouteCreated, or why not (reason + message)."""
+
+    ok: bool
+    reason: str
+    message: str = ""
+
+
+@dataclass
+class CallStats:
+    """Snapshot of cloud calls by operation name plus throttled answers (for metrics and benchmarks)."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    throttled: int = 0
+    errors: int = 0
+
+    @property
+    def total(self) -> int:
+        """All calls made."""
+        return sum(self.calls.values())
+
+
+def canonical_cidr(cidr: str) -> str:
+    """Normalise a CIDR (`10.0.1.0/24`, IPv6 compressed) so diffing compares like with like."""
+    return str(ipaddress.ip_network(cidr, strict=False))
+
+
+def inside_any(cidr: str, pools: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """True when `cidr` lies inside (or equals) one of `pools` of the same IP family."""
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return any(net.version == p.version and net.subnet_of(p) for p in pools)  # type: ignore[arg-type]
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_pools(cidrs: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
+    """Parse cluster CIDRs, raising ValueError with the bad value named."""
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c, strict=False))
+        except ValueError as e:
+            raise ValueError(f"invalid cluster CIDR {c!r}: {e}") from e
+    return tuple(out)
