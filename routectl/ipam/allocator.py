@@ -1,0 +1,452 @@
+"""Pool-aware node CIDR allocator: which pool serves a node, which block(s) it gets, what is held by whom.
+
+Usage by the controller (one instance, serialised by one lock; pure, no I/O)::
+
+    alloc = Allocator()
+    problems = alloc.set_pools(PoolSpec.from_resource(o) for o in pools)   # {pool: [messages]}
+    findings = alloc.rebuild(NodeCIDRs(n.name, n.pod_cidrs, n.labels) for n in nodes)  # BEFORE allocating
+    a = alloc.allocate("node-1", {"zone": "a"})   # Allocation(node, pool, cidrs) -> write Node.spec.podCIDRs
+    alloc.release("node-1")                      # only after the node's routes are gone
+
+Rules:
+
+* Node.spec.podCIDRs is the source of truth. `rebuild` replaces the whole picture with the nodes
+  given (occupying every existing podCIDR before anything is allocated: k8s #29058). Nodes are taken
+  in name order; when two nodes overlap the first by name "wins" and the other gets an ``overlap``
+  finding. A node that already holds CIDRs is *never* given new ones: `allocate` returns what it
+  holds (idempotent), even if that is outside every pool or in conflict (findings report those).
+* Conflicting or misaligned holdings still keep every block they touch occupied (reference counted
+  per block), so nothing overlapping them is handed out while any holder remains.
+* Pool choice (`select_pool`): among pools whose nodeSelector matches the labels and that are not
+  wholly invalid, the most specific selector (most keys) wins, then the pool name (ascending).
+  `allocate` tries the pools in that order and takes the first with room for every family it serves.
+* Dual-stack: a pool with IPv4 and IPv6 CIDRs gives one block per family, in the order the families
+  first appear in spec.cidrs (the first is the primary podCIDR); if one family has no room, nothing
+  is taken.
+* Reconfiguration (`set_pools`): occupancy survives (every holding is replayed into the new sets, the
+  round-robin cursor of an unchanged CIDR is kept); appended CIDRs serve at once; a CIDR with a
+  problem, or a pool with a pool-wide problem, serves nothing new; a removed pool's holdings stay and
+  are reported under the removed pool's name. Overlap blame uses CIDR age: a CIDR seen in an earlier
+  configuration is older than one that appears later (see routectl.ipam.validate).
+* Reserved ranges (spec.reservedCIDRs) are never handed out; a node holding one gets an ``overlap``
+  finding.
+
+Finding kinds: ``overlap`` (with another node or a reserved range), ``outside`` (inside no usable pool
+CIDR), ``misaligned`` (inside a pool CIDR but not one node block of it), ``invalid`` (unparsable, host
+bits set, or a wrong family mix such as two IPv4 podCIDRs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from routectl.ipam.cidrset import CidrSet
+from routectl.ipam.errors import CIDRExhaustedError, InvalidCIDRError, NoMatchingPoolError
+from routectl.ipam.model import PoolSpec
+from routectl.ipam.netutil import Network, parse_cidr
+from routectl.ipam.validate import check_pools, default_order_key
+
+FINDING_KINDS = ("overlap", "outside", "misaligned", "invalid")
+
+
+@dataclass(frozen=True)
+class NodeCIDRs:
+    """A node as the allocator sees it: name, existing podCIDRs (may be empty) and labels."""
+
+    name: str
+    pod_cidrs: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A conflict found while occupying existing podCIDRs; `kind` is one of FINDING_KINDS."""
+
+    node: str
+    cidr: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The CIDRs a node holds (primary first); `pool` is "" when they lie in no configured pool."""
+
+    node: str
+    pool: str
+    cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """Per-pool counts in *nodes*: capacity/free are how many nodes the serving CIDRs can take in all/more.
+
+    For a dual-stack pool they are the minimum over the two families. `nodes` is sorted.
+    """
+
+    pool: str
+    allocated: int
+    capacity: int
+    free: int
+    nodes: tuple[str, ...]
+
+
+@dataclass
+class _Pool:
+    spec: PoolSpec
+    valid: bool  # no pool-wide problem
+    sets: list[tuple[int, CidrSet, bool]]  # (index in spec.cidrs, set, serving)
+
+
+class Allocator:
+    """Holds pools and per-node holdings; see the module docstring for the rules."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, _Pool] = {}
+        self._ranked: list[str] = []  # pool names, most specific selector first, then name
+        self._sets: dict[tuple[Network, int], CidrSet] = {}
+        self._reserved_by_set: dict[tuple[Network, int], list[Network]] = {}
+        self._holdings: dict[str, tuple[Network, ...]] = {}
+        self._blocks_of: dict[str, list[tuple[CidrSet, int]]] = {}
+        self._owners: dict[tuple[int, int], set[str]] = {}  # (id(set), block index) -> holders
+        self._cidr_age: dict[tuple[str, str], int] = {}
+        self._age_seq = 0
+        self.last_findings: list[Finding] = []
+
+    # ------------------------------------------------------------------ configuration
+    def set_pools(self, specs: Iterable[PoolSpec]) -> dict[str, list[str]]:
+        """(Re)configure the pools; return problems per pool name ([] = valid). Holdings survive."""
+        specs = sorted(specs, key=default_order_key)
+        for spec in specs:  # give never-seen CIDRs an age, oldest pools first
+            for c in spec.cidrs:
+                if (spec.name, c) not in self._cidr_age:
+                    self._cidr_age[(spec.name, c)] = self._age_seq
+                    self._age_seq += 1
+        problems = check_pools(specs, lambda s, i: (self._cidr_age[(s.name, s.cidrs[i])], s.name, i))
+        out: dict[str, list[str]] = {s.name: [] for s in specs}
+        bad_pools: set[str] = set()
+        bad_cidrs: set[tuple[str, int]] = set()
+        for p in problems:
+            out.setdefault(p.pool, []).append(p.message)
+            if p.cidr_index is None:
+                bad_pools.add(p.pool)
+            else:
+                bad_cidrs.add((p.pool, p.cidr_index))
+
+        old_sets = self._sets
+        old_pools = self._pools
+        self._sets = {}
+        self._reserved_by_set = {}
+        self._pools = {}
+        for spec in specs:
+            if spec.name in self._pools:
+                continue  # duplicate name: reported by check_pools
+            entries: list[tuple[int, CidrSet, bool]] = []
+            for i, raw in enumerate(spec.cidrs):
+                try:
+                    net = parse_cidr(raw)
+                    key = (net, spec.mask_for(net.version))
+                    cset = self._sets.get(key)
+                    if cset is None:
+                        cset = CidrSet(net, key[1])
+                        if key in old_sets:
+                            cset.next_candidate = old_sets[key].next_candidate
+                        self._sets[key] = cset
+                except InvalidCIDRError:
+                    continue  # reported by check_pools; nothing can be tracked in it
+                for r in spec.reserved:
+                    try:
+                        self._reserved_by_set.setdefault(key, []).append(parse_cidr(r))
+                    except InvalidCIDRError:
+                        continue
+                serving = spec.name not in bad_pools and (spec.name, i) not in bad_cidrs
+                entries.append((i, cset, serving))
+            self._pools[spec.name] = _Pool(spec, spec.name not in bad_pools, entries)
+        self._ranked = sorted(self._pools, key=lambda n: (-len(self._pools[n].spec.node_selector), n))
+        self.last_findings = self._occupy_all({n: [str(x) for x in v] for n, v in self._holdings.items()})
+
+        for name in sorted(set(old_pools) - set(self._pools)):
+            old = old_pools[name]
+            held = [
+                f"{node} ({', '.join(map(str, nets))})"
+                for node, nets in sorted(self._holdings.items())
+                if self._pool_name(nets) == ""
+                and any(cset.overlapping(n) for _, cset, _ in old.sets for n in nets)
+            ]
+            if held:
+                out[name] = [
+                    f"pool {name} was removed but nodes still hold its blocks (kept occupied): "
+                    + "; ".join(held)
+                ]
+        return out
+
+    def _occupy_all(self, holdings: Mapping[str, list[str]]) -> list[Finding]:
+        """Apply reserved ranges, then every holding (name order), to the current (fresh) bitmaps."""
+        for key, nets in self._reserved_by_set.items():
+            for net in nets:
+                self._sets[key].reserve(net)
+        self._holdings = {}
+        self._blocks_of = {}
+        self._owners = {}
+        findings: list[Finding] = []
+        for node in sorted(holdings):
+            findings.extend(self._hold(node, holdings[node]))
+        return findings
+
+    @property
+    def pools(self) -> dict[str, PoolSpec]:
+        """The configured pool specs by name."""
+        return {n: p.spec for n, p in self._pools.items()}
+
+    # ------------------------------------------------------------------ occupancy
+    def rebuild(self, nodes: Iterable[NodeCIDRs]) -> list[Finding]:
+        """Forget all holdings and occupy the podCIDRs of `nodes` (first by name wins); return findings."""
+        pending = {n.name: list(n.pod_cidrs) for n in nodes if n.pod_cidrs}
+        for key, cset in list(self._sets.items()):
+            fresh = CidrSet(cset.cidr, cset.mask)
+            fresh.next_candidate = cset.next_candidate
+            self._sets[key] = fresh
+        for pool in self._pools.values():
+            pool.sets = [(i, self._sets[(c.cidr, c.mask)], s) for i, c, s in pool.sets]
+        self.last_findings = self._occupy_all(pending)
+        return list(self.last_findings)
+
+    def occupy(self, node: str, cidrs: Iterable[str]) -> list[Finding]:
+        """Record that `node` holds `cidrs` (Node.spec.podCIDRs is the truth: replaces what it held)."""
+        cidrs = [c for c in cidrs if c]
+        current = self._holdings.get(node)
+        if current is not None and [str(n) for n in current] == cidrs:
+            return []
+        if current is not None:
+            self.release(node)
+        if not cidrs:
+            return []
+        return self._hold(node, cidrs)
+
+    def _hold(self, node: str, cidrs: list[str]) -> list[Finding]:
+        """Mark every block touched by `cidrs` as held by `node`; report problems as findings."""
+        findings: list[Finding] = []
+        nets: list[Network] = []
+        for raw in cidrs:
+            try:
+                nets.append(parse_cidr(raw, f"podCIDR of node {node}"))
+            except InvalidCIDRError as exc:
+                try:
+                    loose = ipaddress.ip_network(str(raw).strip(), strict=False)
+                except ValueError:
+                    findings.append(Finding(node, str(raw), "invalid", f"{exc}; it is ignored by IPAM"))
+                    continue
+                findings.append(
+                    Finding(node, str(raw), "invalid", f"{exc}; {loose} is kept occupied for safety")
+                )
+                nets.append(loose)
+        fams = [n.version for n in nets]
+        if len(nets) > 2 or len(set(fams)) != len(fams):
+            findings.append(
+                Finding(
+                    node,
+                    ",".join(map(str, nets)),
+                    "invalid",
+                    f"node {node} has podCIDRs {', '.join(map(str, nets))}: at most one IPv4 and one IPv6 "
+                    "CIDR are allowed; all are kept occupied",
+                )
+            )
+        blocks: list[tuple[CidrSet, int]] = []
+        for net in nets:
+            touched = False
+            aligned = False
+            clashes: set[str] = set()
+            reserved_hit = False
+            for cset in self._sets.values():
+                idx = cset.overlapping(net)
+                if not idx:
+                    continue
+                touched = True
+                if net.prefixlen == cset.mask and net.subnet_of(cset.cidr):  # type: ignore[arg-type]
+                    aligned = True
+                sid = id(cset)
+                for i in idx:
+                    owners = self._owners.get((sid, i))
+                    if owners:
+                        clashes |= owners - {node}
+                    elif cset.is_reserved_index(i):
+                        reserved_hit = True
+                    cset.occupy_index(i)
+                    self._owners.setdefault((sid, i), set()).add(node)
+                    blocks.append((cset, i))
+            c = str(net)
+            if not touched:
+                findings.append(
+                    Finding(
+                        node, c, "outside", f"{c} of node {node} is inside no pool CIDR; it stays assigned"
+                    )
+                )
+            elif not aligned:
+                findings.append(
+                    Finding(
+                        node,
+                        c,
+                        "misaligned",
+                        f"{c} of node {node} is not one node block of the pool CIDR(s) it touches; every "
+                        "block it overlaps is kept occupied",
+                    )
+                )
+            if clashes:
+                others = ", ".join(sorted(clashes))
+                findings.append(
+                    Finding(
+                        node,
+                        c,
+                        "overlap",
+                        f"{c} of node {node} overlaps a block already held by {others} (first by name keeps "
+                        "it); both stay occupied until fixed by hand",
+                    )
+                )
+            if reserved_hit:
+                findings.append(
+                    Finding(node, c, "overlap", f"{c} of node {node} overlaps a reserved range of its pool")
+                )
+        self._holdings[node] = tuple(nets)
+        self._blocks_of[node] = blocks
+        return findings
+
+    def release(self, node: str) -> Allocation | None:
+        """Forget `node`'s holding and free the blocks nobody else holds; return what it held."""
+        nets = self._holdings.pop(node, None)
+        if nets is None:
+            return None
+        for cset, i in self._blocks_of.pop(node, []):
+            key = (id(cset), i)
+            owners = self._owners.get(key)
+            if owners is not None:
+                owners.discard(node)
+                if not owners:
+                    del self._owners[key]
+                    cset.release_index(i)
+        return Allocation(node, self._pool_name(nets), tuple(map(str, nets)))
+
+    # ------------------------------------------------------------------ allocation
+    def _matching(self, labels: Mapping[str, str]) -> list[_Pool]:
+        return [p for n in self._ranked if (p := self._pools[n]).valid and p.spec.matches(labels)]
+
+    def select_pool(self, labels: Mapping[str, str]) -> PoolSpec | None:
+        """The best valid pool for `labels`: most specific matching selector, then name; None if none."""
+        pools = self._matching(labels)
+        return pools[0].spec if pools else None
+
+    def allocate(self, node: str, labels: Mapping[str, str] | None = None) -> Allocation:
+        """Give `node` one block per family of its pool, or return what it already holds (idempotent)."""
+        held = self._holdings.get(node)
+        if held is not None:
+            return Allocation(node, self._pool_name(held), tuple(map(str, held)))
+        labels = labels or {}
+        pools = self._matching(labels)
+        if not pools:
+            raise NoMatchingPoolError(self._no_pool_message(node, labels))
+        reasons: list[str] = []
+        for pool in pools:
+            got: list[tuple[CidrSet, Network]] = []
+            for fam in pool.spec.families:
+                cset = next((c for _, c, s in pool.sets if s and c.family == fam and c.free > 0), None)
+                if cset is None:
+                    reasons.append(self._full_message(pool, fam))
+                    break
+                got.append((cset, cset.allocate()))
+            if len(got) == len(pool.spec.families) and got:
+                for cset, net in got:  # hand the bits over to the reference-counted holding
+                    cset.release_index(cset.index_of(net))
+                self._hold(node, [str(net) for _, net in got])
+                return Allocation(node, pool.spec.name, tuple(str(net) for _, net in got))
+            for cset, net in got:
+                cset.release_index(cset.index_of(net))
+        raise CIDRExhaustedError(f"no pod CIDR for node {node}: " + "; ".join(reasons))
+
+    def _full_message(self, pool: _Pool, fam: int) -> str:
+        sets = [(c, s) for _, c, s in pool.sets if c.family == fam]
+        mask = pool.spec.mask_for(fam)
+        if not any(s for _, s in sets):
+            return (
+                f"pool {pool.spec.name} has no usable IPv{fam} CIDR (see its Invalid condition); "
+                f"fix or append an IPv{fam} CIDR to spec.cidrs"
+            )
+        used = sum(c.used for c, s in sets if s)
+        cap = sum(c.capacity for c, s in sets if s)
+        return (
+            f"pool {pool.spec.name} has no free IPv{fam} /{mask} block ({used} of {cap} used in "
+            f"{', '.join(str(c.cidr) for c, s in sets if s)}); append a CIDR to its spec.cidrs or add a pool"
+        )
+
+    def _no_pool_message(self, node: str, labels: Mapping[str, str]) -> str:
+        if not self._pools:
+            return f"no PodCIDRPool is configured, so node {node} cannot get a pod CIDR: create one"
+        desc = []
+        for name in self._ranked:
+            p = self._pools[name]
+            sel = ",".join(f"{k}={v}" for k, v in sorted(p.spec.node_selector.items())) or "<every node>"
+            desc.append(f"{name} [{sel}]" + ("" if p.valid else " (invalid)"))
+        have = ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+        return (
+            f"no valid PodCIDRPool matches node {node} (labels {have}); pools: {'; '.join(desc)}. "
+            "Label the node to match a pool's nodeSelector, fix the invalid pool, or add a pool"
+        )
+
+    # ------------------------------------------------------------------ queries
+    def allocation_of(self, node: str) -> Allocation | None:
+        """What `node` holds, or None."""
+        nets = self._holdings.get(node)
+        if nets is None:
+            return None
+        return Allocation(node, self._pool_name(nets), tuple(map(str, nets)))
+
+    def allocations(self) -> list[Allocation]:
+        """Every holding, sorted by node name."""
+        return [a for n in sorted(self._holdings) if (a := self.allocation_of(n)) is not None]
+
+    def orphans(self) -> list[Allocation]:
+        """Holdings that lie in no configured pool (e.g. their pool was removed)."""
+        return [a for a in self.allocations() if a.pool == ""]
+
+    def _pool_name(self, nets: Iterable[Network]) -> str:
+        for net in nets:
+            name = self.pool_of_cidr(net)
+            if name is not None:
+                return name
+        return ""
+
+    def pool_of_cidr(self, cidr: str | Network) -> str | None:
+        """Name of the pool whose CIDR contains `cidr`, or None.
+
+        Serving CIDRs are searched first (they never overlap each other), then CIDRs that serve nothing
+        new (invalid or blamed for an overlap); ties follow the selection ranking.
+        """
+        try:
+            net = parse_cidr(cidr) if isinstance(cidr, str) else cidr
+        except InvalidCIDRError:
+            return None
+        for want_serving in (True, False):
+            for name in self._ranked:
+                for _, cset, serving in self._pools[name].sets:
+                    if serving != want_serving or cset.family != net.version:
+                        continue
+                    if net.subnet_of(cset.cidr):  # type: ignore[arg-type]
+                        return name
+        return None
+
+    def usage(self, pool_name: str) -> PoolUsage:
+        """Counts for one pool (see PoolUsage); unknown pools raise KeyError."""
+        pool = self._pools[pool_name]
+        nodes = tuple(n for n in sorted(self._holdings) if self._pool_name(self._holdings[n]) == pool_name)
+        caps, frees = [], []
+        for fam in pool.spec.families:
+            serving = [c for _, c, s in pool.sets if s and pool.valid and c.family == fam]
+            caps.append(sum(c.capacity for c in serving))
+            frees.append(sum(c.free for c in serving))
+        return PoolUsage(
+            pool_name,
+            allocated=len(nodes),
+            capacity=min(caps) if caps else 0,
+            free=min(frees) if frees else 0,
+            nodes=nodes,
+        )

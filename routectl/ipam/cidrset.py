@@ -1,0 +1,270 @@
+"""The block set of one CIDR cut into node blocks: a bitmap with round-robin allocation.
+
+Modelled on kube-controller-manager's ``cidrset`` (``cidr_set.go``):
+
+* one bit per block (a ``bytearray``; bit ``i`` is bit ``i % 8`` of byte ``i // 8``), so the state is
+  at most 1 bit per block plus a constant;
+* ``allocate`` searches from ``next_candidate`` (the block after the last one handed out) and wraps
+  around, so a block that was just released is not handed out again at once (k8s #127792);
+* ``occupy`` and ``release`` are idempotent and checked: the block must lie inside the CIDR and be
+  exactly one node block (prefix length == node mask);
+* at most 2**16 blocks per CIDR (``constants.MAX_BLOCKS_BITS``), as kube-controller-manager does for
+  IPv6; a larger request is refused with a message that says which mask or CIDR size would work.
+
+Ranges can be *reserved* (e.g. the service CIDR inside a pool CIDR): every block overlapping them is
+marked used for good; reserved blocks count neither as capacity nor as used.
+
+Counters: ``total`` (all blocks), ``reserved``, ``capacity = total - reserved``, ``used`` (blocks
+held, reserved excluded) and ``free = capacity - used``.
+
+Pure: no I/O. Works for IPv4 and IPv6.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from routectl.constants import MAX_BLOCKS_BITS
+from routectl.ipam.errors import CIDRExhaustedError, InvalidCIDRError
+from routectl.ipam.netutil import Network, parse_cidr
+
+# A byte that still has at least one clear bit (searched at C speed by `re`).
+_NOT_FULL = re.compile(rb"[^\xff]")
+
+
+def _lowest_zero(byte: int) -> int:
+    """Index (0..7) of the lowest clear bit of a byte that is not 0xFF."""
+    inv = ~byte & 0xFF
+    return (inv & -inv).bit_length() - 1
+
+
+def check_block_count(net: Network, mask: int, what: str = "CIDR") -> None:
+    """Raise InvalidCIDRError unless `net` cut into /`mask` blocks gives 1..2**16 blocks."""
+    maxlen = net.max_prefixlen
+    fam = "IPv4" if net.version == 4 else "IPv6"
+    if not 0 < mask <= maxlen:
+        raise InvalidCIDRError(f"{fam} node mask /{mask} is out of range: use /1 to /{maxlen}")
+    if mask < net.prefixlen:
+        raise InvalidCIDRError(
+            f"{what} {net}: the {fam} node mask /{mask} is shorter than the CIDR's /{net.prefixlen} prefix; "
+            f"use a node mask of at least /{net.prefixlen} (a node block cannot be larger than its CIDR)"
+        )
+    bits = mask - net.prefixlen
+    if bits > MAX_BLOCKS_BITS:
+        raise InvalidCIDRError(
+            f"{what} {net} with a /{mask} node mask would hold 2^{bits} blocks; at most 2^{MAX_BLOCKS_BITS} "
+            f"({1 << MAX_BLOCKS_BITS}) blocks per CIDR are supported: use a node mask of at most "
+            f"/{net.prefixlen + MAX_BLOCKS_BITS}, or list smaller CIDRs (/{mask - MAX_BLOCKS_BITS} or longer)"
+        )
+
+
+class CidrSet:
+    """Allocation bitmap of one CIDR cut into blocks of prefix length `mask` (≤ 2**16 blocks)."""
+
+    __slots__ = (
+        "_base",
+        "_bits",
+        "_netcls",
+        "_next",
+        "_reserved",
+        "_reserved_ranges",
+        "_shift",
+        "_total",
+        "_used",
+        "cidr",
+        "mask",
+    )
+
+    def __init__(self, cidr: str | Network, mask: int) -> None:
+        net = parse_cidr(cidr)
+        check_block_count(net, mask)
+        self.cidr: Network = net
+        self.mask: int = mask
+        self._netcls = ipaddress.IPv4Network if net.version == 4 else ipaddress.IPv6Network
+        self._shift = net.max_prefixlen - mask
+        self._base = int(net.network_address)
+        self._total = 1 << (mask - net.prefixlen)
+        self._bits = bytearray((self._total + 7) // 8)
+        pad = len(self._bits) * 8 - self._total
+        if pad:  # padding bits past the last block are permanently "used"
+            self._bits[-1] = (0xFF << (8 - pad)) & 0xFF
+        self._used = 0
+        self._reserved = 0
+        self._reserved_ranges: list[range] = []
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"CidrSet({str(self.cidr)!r}, {self.mask}, used={self._used}, free={self.free})"
+
+    # ----------------------------------------------------------------- counters
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return self.cidr.version
+
+    @property
+    def total(self) -> int:
+        """Number of blocks in the CIDR, reserved ones included."""
+        return self._total
+
+    @property
+    def reserved(self) -> int:
+        """Number of blocks overlapping a reserved range (never handed out)."""
+        return self._reserved
+
+    @property
+    def capacity(self) -> int:
+        """Blocks that can be handed to nodes: total minus reserved."""
+        return self._total - self._reserved
+
+    @property
+    def used(self) -> int:
+        """Blocks held (allocated or occupied), reserved blocks excluded."""
+        return self._used
+
+    @property
+    def free(self) -> int:
+        """Blocks still available: capacity minus used."""
+        return self._total - self._reserved - self._used
+
+    @property
+    def next_candidate(self) -> int:
+        """Index where the next allocation search starts (round-robin cursor)."""
+        return self._next
+
+    @next_candidate.setter
+    def next_candidate(self, value: int) -> None:
+        self._next = value % self._total
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of bitmap state (ceil(total / 8))."""
+        return len(self._bits)
+
+    # ----------------------------------------------------------------- index helpers
+    def block(self, index: int) -> Network:
+        """The network of block number `index`."""
+        if not 0 <= index < self._total:
+            raise InvalidCIDRError(f"block index {index} is outside 0..{self._total - 1} of {self.cidr}")
+        return self._netcls((self._base + (index << self._shift), self.mask))
+
+    def index_of(self, net: str | Network) -> int:
+        """Block number of `net`; raise InvalidCIDRError unless it is exactly one block of this set."""
+        net = parse_cidr(net)
+        if net.version != self.cidr.version:
+            raise InvalidCIDRError(f"{net} is IPv{net.version} but {self.cidr} is IPv{self.cidr.version}")
+        offset = int(net.network_address) - self._base
+        if offset < 0 or offset >> self._shift >= self._total or net.prefixlen < self.cidr.prefixlen:
+            raise InvalidCIDRError(f"{net} is outside {self.cidr}")
+        if net.prefixlen != self.mask:
+            raise InvalidCIDRError(
+                f"{net} is misaligned: blocks of {self.cidr} are /{self.mask}, not /{net.prefixlen}"
+            )
+        return offset >> self._shift
+
+    def contains(self, net: str | Network) -> bool:
+        """True when `net` (any prefix length, same family) lies entirely inside this set's CIDR."""
+        net = parse_cidr(net)
+        return net.version == self.cidr.version and net.subnet_of(self.cidr)  # type: ignore[arg-type]
+
+    def overlapping(self, net: str | Network) -> range:
+        """Indexes of the blocks that share at least one address with `net` (empty if none)."""
+        net = parse_cidr(net)
+        if net.version != self.cidr.version:
+            return range(0)
+        lo = int(net.network_address) - self._base
+        hi = int(net.broadcast_address) - self._base
+        last = (self._total << self._shift) - 1
+        if hi < 0 or lo > last:
+            return range(0)
+        lo = max(lo, 0)
+        hi = min(hi, last)
+        return range(lo >> self._shift, (hi >> self._shift) + 1)
+
+    def is_used_index(self, index: int) -> bool:
+        """True when block `index` is used or reserved."""
+        return bool(self._bits[index >> 3] >> (index & 7) & 1)
+
+    def is_reserved_index(self, index: int) -> bool:
+        """True when block `index` overlaps a reserved range."""
+        return any(index in r for r in self._reserved_ranges)
+
+    def occupy_index(self, index: int) -> bool:
+        """Mark block `index` used; return False if it already was (idempotent)."""
+        byte, bit = index >> 3, 1 << (index & 7)
+        if self._bits[byte] & bit:
+            return False
+        self._bits[byte] |= bit
+        self._used += 1
+        return True
+
+    def release_index(self, index: int) -> bool:
+        """Mark block `index` free; return False if it was free or is reserved (those stay used)."""
+        byte, bit = index >> 3, 1 << (index & 7)
+        if not self._bits[byte] & bit or self.is_reserved_index(index):
+            return False
+        self._bits[byte] &= ~bit & 0xFF
+        self._used -= 1
+        return True
+
+    # ----------------------------------------------------------------- public block API
+    def reserve(self, net: str | Network) -> int:
+        """Keep every block overlapping `net` out of allocation for good; return how many blocks it covers.
+
+        Call before occupying node blocks: a block already held when it gets reserved stays counted
+        as reserved (the holder keeps it; release leaves it used).
+        """
+        idx = self.overlapping(net)
+        if not idx:
+            return 0
+        for i in idx:
+            if self.is_reserved_index(i):
+                continue
+            byte, bit = i >> 3, 1 << (i & 7)
+            if self._bits[byte] & bit:
+                self._used -= 1
+            self._bits[byte] |= bit
+            self._reserved += 1
+        self._reserved_ranges.append(idx)
+        return len(idx)
+
+    def _first_clear(self, start: int) -> int:
+        """Lowest clear bit at or after `start`, or -1."""
+        bits = self._bits
+        j = start >> 3
+        b = bits[j] | ((1 << (start & 7)) - 1)
+        if b != 0xFF:
+            return (j << 3) + _lowest_zero(b)
+        m = _NOT_FULL.search(bits, j + 1)
+        if m is None:
+            return -1
+        j = m.start()
+        return (j << 3) + _lowest_zero(bits[j])
+
+    def allocate(self) -> Network:
+        """Hand out the next free block at or after the round-robin cursor (wrapping around)."""
+        if self._used + self._reserved >= self._total:
+            raise CIDRExhaustedError(
+                f"{self.cidr} has no free /{self.mask} block left ({self._used} used, {self._reserved} "
+                "reserved): add a CIDR to the pool"
+            )
+        i = self._first_clear(self._next)
+        if i < 0:
+            i = self._first_clear(0)
+        self._bits[i >> 3] |= 1 << (i & 7)
+        self._used += 1
+        self._next = (i + 1) % self._total
+        return self._netcls((self._base + (i << self._shift), self.mask))
+
+    def occupy(self, net: str | Network) -> bool:
+        """Mark block `net` used (it must be one aligned block inside the CIDR); False if already used."""
+        return self.occupy_index(self.index_of(net))
+
+    def release(self, net: str | Network) -> bool:
+        """Mark block `net` free (checked like occupy); False if it was free or is reserved."""
+        return self.release_index(self.index_of(net))
+
+    def is_used(self, net: str | Network) -> bool:
+        """True when block `net` (checked like occupy) is used or reserved."""
+        return self.is_used_index(self.index_of(net))
