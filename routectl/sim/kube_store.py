@@ -1,0 +1,568 @@
+"""In-memory object store with kube-apiserver's write semantics, behind the HTTP emulator in kube.py.
+
+What it adds over a plain dict store (and over kmock's): a global resourceVersion counter, uid,
+generation (bumped on non-metadata/non-status changes), creationTimestamp, optimistic concurrency (409),
+AlreadyExists, the status subresource split, finalizers + deletionTimestamp, namespace lifecycle, CRDs
+that register servable resources, and a bounded event history so watches can resume from a
+resourceVersion (410 Gone when it is too old). Single-threaded by design: it is only called on the
+emulator's event loop; listeners are called synchronously on every change.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import datetime
+import ipaddress
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from routectl.sim import kube_patch
+
+Obj = dict[str, Any]
+ResKey = tuple[str, str]  # (group, plural)
+ObjKey = tuple[str | None, str]  # (namespace, name)
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class ApiError(Exception):
+    """An error answered as a ``kind: Status`` body with the HTTP code and reason kube-apiserver uses."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def status(self) -> Obj:
+        """The ``Status`` object for the response body."""
+        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                     "message": self.message, "reason": self.reason, "code": self.code}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def not_found(rt: ResourceType, name: str) -> ApiError:
+    """404 NotFound for a named object, worded like kube-apiserver."""
+    return ApiError(404, "NotFound", f'{rt.plural}{rt.dotted_group} "{name}" not found',
+                    {"name": name, "group": rt.group, "kind": rt.plural})
+
+
+def conflict(rt: ResourceType, name: str) -> ApiError:
+    """409 Conflict for a stale resourceVersion or a failed precondition."""
+    return ApiError(409, "Conflict",
+                    f'Operation cannot be fulfilled on {rt.plural}{rt.dotted_group} "{name}": the object has '
+                    "been modified; please apply your changes to the latest version and try again",
+                    {"name": name, "group": rt.group, "kind": rt.plural})
+
+
+def invalid(rt: ResourceType, name: str, causes: list[str]) -> ApiError:
+    """422 Invalid with one cause per problem."""
+    return ApiError(422, "Invalid", f'{rt.kind}{rt.dotted_group} "{name}" is invalid: {"; ".join(causes)}',
+                    {"name": name, "group": rt.group, "kind": rt.kind,
+                     "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes]})
+
+
+def bad_request(message: str) -> ApiError:
+    """400 BadRequest."""
+    return ApiError(400, "BadRequest", message)
+
+
+@dataclass
+class ResourceType:
+    """One servable resource (a row of discovery): where it lives, its scope, and its subresources."""
+
+    group: str
+    versions: tuple[str, ...]
+    plural: str
+    kind: str
+    singular: str
+    namespaced: bool
+    status_subresource: bool = False
+    keep_status_on_create: bool = False  # Nodes keep status on create; CRs and pods do not.
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    schemas: dict[str, Obj] = field(default_factory=dict)  # version -> openAPIV3Schema (CRs only)
+    crd_name: str | None = None
+
+    @property
+    def key(self) -> ResKey:
+        return (self.group, self.plural)
+
+    @property
+    def dotted_group(self) -> str:
+        return f".{self.group}" if self.group else ""
+
+    @property
+    def storage_version(self) -> str:
+        return self.versions[0]
+
+    def api_version(self, version: str | None = None) -> str:
+        v = version or self.storage_version
+        return f"{self.group}/{v}" if self.group else v
+
+    def verbs(self) -> list[str]:
+        return ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+
+def _builtin(group: str, plural: str, kind: str, namespaced: bool, **kw: Any) -> ResourceType:
+    return ResourceType(group=group, versions=("v1",), plural=plural, kind=kind, singular=kind.lower(),
+                        namespaced=namespaced, **kw)
+
+
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    _builtin("", "namespaces", "Namespace", False, status_subresource=True, short_names=("ns",)),
+    _builtin("", "nodes", "Node", False, status_subresource=True, keep_status_on_create=True,
+             short_names=("no",)),
+    _builtin("", "pods", "Pod", True, status_subresource=True, short_names=("po",), categories=("all",)),
+    _builtin("", "events", "Event", True, short_names=("ev",)),
+    _builtin("", "configmaps", "ConfigMap", True, short_names=("cm",)),
+    _builtin("coordination.k8s.io", "leases", "Lease", True),
+    _builtin("events.k8s.io", "events", "Event", True, short_names=("ev",)),
+    _builtin("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", False,
+             status_subresource=True, short_names=("crd", "crds"), categories=("api-extensions",)),
+)
+
+
+@dataclass
+class Change:
+    """One committed change, as kept in the history and fed to watchers."""
+
+    rv: int
+    key: ResKey
+    type: str  # ADDED / MODIFIED / DELETED
+    obj: Obj
+    old: Obj | None
+
+
+def now_iso() -> str:
+    """An RFC 3339 timestamp in UTC with second precision, as kube serialises metav1.Time."""
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _meta(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _without(obj: Obj, *keys: str) -> Obj:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+class Store:
+    """All objects, the resource registry, the resourceVersion clock, the change history and listeners."""
+
+    def __init__(self, history_size: int = 50_000) -> None:
+        self.types: dict[ResKey, ResourceType] = {}
+        self.objects: dict[ResKey, dict[ObjKey, Obj]] = collections.defaultdict(dict)
+        self.rv = 0
+        self.history: collections.deque[Change] = collections.deque()
+        self.history_size = history_size
+        self.history_floor = 0  # watches from an rv below this are answered 410 Gone
+        self.listeners: set[Callable[[Change], None]] = set()
+        for rt in BUILTIN_TYPES:
+            self.types[rt.key] = rt
+        for ns in SYSTEM_NAMESPACES:
+            self.create(self.types[("", "namespaces")], None, {"metadata": {"name": ns}})
+
+    # ------------------------------------------------------------------------------------- lookup
+    def resolve(self, group: str, version: str, plural: str) -> ResourceType:
+        """The resource served at /<group>/<version>/<plural>, or 404."""
+        rt = self.types.get((group, plural))
+        if rt is None or version not in rt.versions:
+            where = f"{group}/{version}" if group else version
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                           f"({plural} in {where})")
+        return rt
+
+    def find_type(self, api_version: str, kind_or_plural: str) -> ResourceType:
+        """Resolve by apiVersion and kind, plural, singular or short name (case-insensitive)."""
+        group, _, version = api_version.rpartition("/")
+        wanted = kind_or_plural.lower()
+        for rt in self.types.values():
+            if rt.group == group and version in rt.versions and wanted in (
+                    rt.plural, rt.kind.lower(), rt.singular, *rt.short_names):
+                return rt
+        raise ApiError(404, "NotFound", f"no resource {kind_or_plural!r} in {api_version!r}")
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj:
+        """The stored object (not a copy: callers must not mutate it)."""
+        obj = self.objects[rt.key].get((namespace if rt.namespaced else None, name))
+        if obj is None:
+            raise not_found(rt, name)
+        return obj
+
+    def list(self, rt: ResourceType, namespace: str | None,
+             predicate: Callable[[Obj], bool] = lambda _o: True) -> list[Obj]:
+        """Objects of a type (in one namespace, or all when None), sorted by namespace and name."""
+        items = [obj for (ns, _), obj in sorted(self.objects[rt.key].items(), key=lambda kv: (kv[0][0] or "",
+                                                                                               kv[0][1]))
+                 if (namespace is None or ns == namespace) and predicate(obj)]
+        return items
+
+    # --------------------------------------------------------------------------------------- writes
+    def create(self, rt: ResourceType, namespace: str | None, body: Any) -> Obj:
+        """POST: validate, stamp metadata, store, emit ADDED. 409 AlreadyExists for a taken name."""
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        obj = copy.deepcopy(body)
+        self._check_type_fields(rt, obj)
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if meta.get("resourceVersion"):
+            raise bad_request("resourceVersion should not be set on objects to be created")
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid(rt, "", ["metadata.name: Required value: name or generateName is required"])
+        self._validate_name(rt, name)
+        namespace = self._scope(rt, namespace, meta)
+        if rt.namespaced:
+            nsobj = self.objects[("", "namespaces")].get((None, namespace or ""))
+            if nsobj is None:
+                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                               {"name": namespace, "kind": "namespaces"})
+            if _meta(nsobj).get("deletionTimestamp"):
+                raise ApiError(403, "Forbidden", f'{rt.plural} "{name}" is forbidden: unable to create new '
+                               f"content in namespace {namespace} because it is being terminated")
+        if (namespace, name) in self.objects[rt.key]:
+            raise ApiError(409, "AlreadyExists", f'{rt.plural}{rt.dotted_group} "{name}" already exists',
+                           {"name": name, "group": rt.group, "kind": rt.plural})
+        for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
+            meta.pop(k, None)
+        if rt.status_subresource and not rt.keep_status_on_create:
+            obj.pop("status", None)
+        self._validate(rt, obj, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_iso()
+        meta["generation"] = 1
+        self._prepare_create(rt, obj)
+        return self._commit(rt, None, obj, "ADDED")
+
+    def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
+               subresource: str | None = None) -> Obj:
+        """PUT: replace with an optional resourceVersion precondition (409 when stale)."""
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        old = self.get(rt, namespace, name)
+        body_name = _meta(body).get("name")
+        if body_name and body_name != name:
+            raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL "
+                              f"({name})")
+        self._check_type_fields(rt, body)
+        new = copy.deepcopy(body)
+        return self._write(rt, old, new, subresource)
+
+    def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str, patch: Any,
+              subresource: str | None = None) -> Obj:
+        """PATCH with merge / JSON / strategic merge semantics (see kube_patch)."""
+        old = self.get(rt, namespace, name)
+        try:
+            new = kube_patch.apply_patch(content_type, old, patch)
+        except kube_patch.PatchError as e:
+            reason = {400: "BadRequest", 415: "UnsupportedMediaType"}.get(e.status, "Invalid")
+            raise ApiError(e.status, reason, str(e)) from None
+        if _meta(new).get("name") != name:
+            raise bad_request("metadata.name cannot be changed by a patch")
+        return self._write(rt, old, new, subresource)
+
+    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: Any = None) -> Obj:
+        """DELETE: with finalizers, set deletionTimestamp and keep the object; else remove it now."""
+        old = self.get(rt, namespace, name)
+        pre = (options or {}).get("preconditions") or {} if isinstance(options, dict) else {}
+        if pre.get("uid") and pre["uid"] != _meta(old).get("uid"):
+            raise conflict(rt, name)
+        if pre.get("resourceVersion") and pre["resourceVersion"] != _meta(old).get("resourceVersion"):
+            raise conflict(rt, name)
+        if rt.key == ("", "namespaces"):
+            return self._delete_namespace(rt, old)
+        if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._unregister_crd(old)
+        if _meta(old).get("finalizers"):
+            if _meta(old).get("deletionTimestamp"):
+                return old
+            new = copy.deepcopy(old)
+            new["metadata"]["deletionTimestamp"] = now_iso()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new["metadata"]["generation"] = int(_meta(old).get("generation") or 0) + 1
+            return self._commit(rt, old, new, "MODIFIED")
+        return self._remove(rt, old)
+
+    # ------------------------------------------------------------------------------------ internals
+    def _write(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
+        name = _meta(old)["name"]
+        if subresource not in (None, "status") or (subresource == "status" and not rt.status_subresource):
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                           f"({rt.plural}/{subresource})")
+        if not isinstance(new.get("metadata"), dict):
+            raise bad_request("metadata must be an object")
+        stated_rv = new["metadata"].get("resourceVersion")
+        if stated_rv and stated_rv != _meta(old).get("resourceVersion"):
+            raise conflict(rt, name)
+        if subresource == "status":  # only .status changes through /status
+            merged = copy.deepcopy(old)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        else:
+            if rt.status_subresource:  # the main resource ignores .status
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+                else:
+                    new.pop("status", None)
+            meta = new["metadata"]
+            for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                      "generation", "namespace", "name"):
+                if k in old["metadata"]:
+                    meta[k] = old["metadata"][k]
+                else:
+                    meta.pop(k, None)
+            if _meta(old).get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(_meta(old).get("finalizers") or [])
+                if added:
+                    raise invalid(rt, name, ["metadata.finalizers: Forbidden: no new finalizers can be "
+                                             f"added if the object is being deleted, found new finalizers "
+                                             f"{sorted(added)}"])
+        new.setdefault("apiVersion", old.get("apiVersion"))
+        new.setdefault("kind", old.get("kind"))
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        self._validate(rt, new, old)
+        if rt.key == ("", "nodes"):
+            self._normalise_node(new)
+        if new == old:  # a no-op write: no new resourceVersion, no event (as upstream)
+            return old
+        if _without(new, "metadata", "status") != _without(old, "metadata", "status"):
+            new["metadata"]["generation"] = int(_meta(old).get("generation") or 0) + 1
+        result = self._commit(rt, old, new, "MODIFIED")
+        if _meta(result).get("deletionTimestamp") and not _meta(result).get("finalizers"):
+            return self._remove(rt, result)
+        return result
+
+    def _commit(self, rt: ResourceType, old: Obj | None, new: Obj, kind: str) -> Obj:
+        self.rv += 1
+        new["metadata"]["resourceVersion"] = str(self.rv)
+        meta = new["metadata"]
+        self.objects[rt.key][(meta.get("namespace"), meta["name"])] = new
+        if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._register_crd(new)
+        self._emit(Change(self.rv, rt.key, kind, new, old))
+        return new
+
+    def _remove(self, rt: ResourceType, old: Obj) -> Obj:
+        meta = _meta(old)
+        self.objects[rt.key].pop((meta.get("namespace"), meta["name"]), None)
+        self.rv += 1
+        gone = copy.deepcopy(old)
+        gone["metadata"]["resourceVersion"] = str(self.rv)
+        self._emit(Change(self.rv, rt.key, "DELETED", gone, old))
+        if rt.namespaced and meta.get("namespace"):
+            self._maybe_finish_namespace(meta["namespace"])
+        return gone
+
+    def _emit(self, change: Change) -> None:
+        if len(self.history) >= self.history_size:
+            self.history_floor = self.history.popleft().rv
+        self.history.append(change)
+        for listener in list(self.listeners):
+            listener(change)
+
+    def _check_type_fields(self, rt: ResourceType, obj: Obj) -> None:
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if api_version is not None and (api_version.rpartition("/")[0] != rt.group
+                                        or api_version.rpartition("/")[2] not in rt.versions):
+            raise bad_request(f"the API version in the data ({api_version}) does not match the expected "
+                              f"API version ({rt.api_version()})")
+        if kind is not None and kind != rt.kind:
+            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+        obj.setdefault("apiVersion", rt.api_version())
+        obj.setdefault("kind", rt.kind)
+
+    def _validate_name(self, rt: ResourceType, name: str) -> None:
+        if len(name) > 253 or not _NAME_RE.match(name):
+            raise invalid(rt, name, [f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 "
+                                     "subdomain must consist of lower case alphanumeric characters, '-' "
+                                     "or '.', and must start and end with an alphanumeric character"])
+
+    def _scope(self, rt: ResourceType, namespace: str | None, meta: Obj) -> str | None:
+        if not rt.namespaced:
+            meta.pop("namespace", None)
+            return None
+        body_ns = meta.get("namespace")
+        if namespace is None:
+            namespace = body_ns
+        elif body_ns and body_ns != namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on "
+                              "the request")
+        if not namespace:
+            raise bad_request("a namespaced object needs a namespace (in the URL or metadata.namespace)")
+        meta["namespace"] = namespace
+        return namespace
+
+    def _prepare_create(self, rt: ResourceType, obj: Obj) -> None:
+        if rt.key == ("", "namespaces"):
+            obj["status"] = {"phase": "Active"}
+        elif rt.key == ("", "nodes"):
+            self._normalise_node(obj)
+        elif rt.key == ("", "pods"):
+            obj["status"] = {"phase": "Pending"}
+        elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            names = obj["spec"]["names"]
+            obj["status"] = {
+                "acceptedNames": copy.deepcopy(names),
+                "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
+                "conditions": [
+                    {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": now_iso()}
+                    for t, r, m in (("NamesAccepted", "NoConflicts", "no conflicts found"),
+                                    ("Established", "InitialNamesAccepted", "the initial names have been "
+                                     "accepted"))],
+            }
+
+    # ------------------------------------------------------------------------------- validation
+    def _validate(self, rt: ResourceType, new: Obj, old: Obj | None) -> None:
+        name = _meta(new).get("name", "")
+        if rt.key == ("", "nodes"):
+            self._validate_node(rt, name, new, old)
+        elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._validate_crd(rt, name, new, old)
+        elif rt.schemas:
+            version = str(new.get("apiVersion", "")).rpartition("/")[2] or rt.storage_version
+            schema = rt.schemas.get(version) or rt.schemas.get(rt.storage_version)
+            if schema:
+                causes = [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+                          for e in jsonschema.Draft7Validator(schema).iter_errors(_without(new, "metadata"))]
+                if causes:
+                    raise invalid(rt, name, sorted(causes))
+
+    @staticmethod
+    def _normalise_node(obj: Obj) -> None:
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if spec.get("podCIDRs"):
+            spec["podCIDR"] = spec["podCIDRs"][0]
+        elif spec.get("podCIDR"):
+            spec["podCIDRs"] = [spec["podCIDR"]]
+
+    def _validate_node(self, rt: ResourceType, name: str, new: Obj, old: Obj | None) -> None:
+        spec = new.get("spec") or {}
+        cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+        causes: list[str] = []
+        if spec.get("podCIDR") and spec.get("podCIDRs") and spec["podCIDRs"][0] != spec["podCIDR"]:
+            causes.append("spec.podCIDRs[0]: Invalid value: must match spec.podCIDR")
+        families = []
+        for i, cidr in enumerate(cidrs):
+            try:
+                families.append(ipaddress.ip_network(cidr, strict=True).version)
+            except ValueError as e:
+                causes.append(f"spec.podCIDRs[{i}]: Invalid value: {cidr!r}: {e}")
+        if len(cidrs) > 2 or len(set(families)) != len(families):
+            causes.append("spec.podCIDRs: Invalid value: may specify no more than one CIDR for each IP "
+                          "family")
+        if old is not None:
+            old_spec = old.get("spec") or {}
+            old_cidrs = list(old_spec.get("podCIDRs") or [])
+            if old_cidrs and old_cidrs != cidrs:
+                causes.append("spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "
+                              '"" to valid')
+        if causes:
+            raise invalid(rt, name, causes)
+
+    def _validate_crd(self, rt: ResourceType, name: str, new: Obj, old: Obj | None) -> None:
+        spec = new.get("spec")
+        causes: list[str] = []
+        if not isinstance(spec, dict):
+            raise invalid(rt, name, ["spec: Required value"])
+        names = spec.get("names") or {}
+        group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+        for f, v in (("spec.group", group), ("spec.names.plural", plural), ("spec.names.kind", kind)):
+            if not v or not isinstance(v, str):
+                causes.append(f"{f}: Required value")
+        if spec.get("scope") not in ("Namespaced", "Cluster"):
+            causes.append('spec.scope: Unsupported value: must be "Namespaced" or "Cluster"')
+        versions = spec.get("versions")
+        if not isinstance(versions, list) or not versions:
+            causes.append("spec.versions: Required value")
+            versions = []
+        storage = [v for v in versions if isinstance(v, dict) and v.get("storage")]
+        if versions and len(storage) != 1:
+            causes.append("spec.versions: Invalid value: must have exactly one version marked as storage")
+        if not causes and name != f"{plural}.{group}":
+            causes.append(f"metadata.name: Invalid value: {name!r}: must be "
+                          "spec.names.plural + '.' + spec.group")
+        if old is not None and not causes:
+            old_spec = old["spec"]
+            if old_spec.get("group") != group or old_spec["names"].get("plural") != plural:
+                causes.append("spec.group/spec.names.plural: Invalid value: field is immutable")
+            if old_spec.get("scope") != spec.get("scope"):
+                causes.append("spec.scope: Invalid value: field is immutable")
+        if old is None and not causes and (group, plural) in self.types:
+            causes.append(f"spec.names.plural: Invalid value: {plural!r}: already served in {group!r}")
+        if causes:
+            raise invalid(rt, name, causes)
+
+    # ---------------------------------------------------------------------------------------- CRDs
+    def _register_crd(self, crd: Obj) -> None:
+        spec = crd["spec"]
+        names = spec["names"]
+        versions = [v for v in spec["versions"] if v.get("served", True)]
+        versions.sort(key=lambda v: not v.get("storage"))  # storage version first
+        if not versions:
+            self.types.pop((spec["group"], names["plural"]), None)
+            return
+        self.types[(spec["group"], names["plural"])] = ResourceType(
+            group=spec["group"], versions=tuple(v["name"] for v in versions), plural=names["plural"],
+            kind=names["kind"], singular=names.get("singular") or names["kind"].lower(),
+            namespaced=spec["scope"] == "Namespaced",
+            status_subresource=any("status" in (v.get("subresources") or {}) for v in versions),
+            short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
+            schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in versions
+                     if (v.get("schema") or {}).get("openAPIV3Schema")},
+            crd_name=_meta(crd)["name"])
+
+    def _unregister_crd(self, crd: Obj) -> None:
+        key = (crd["spec"]["group"], crd["spec"]["names"]["plural"])
+        rt = self.types.pop(key, None)
+        if rt is not None:  # upstream deletes every custom resource of the CRD first
+            for obj in list(self.objects[key].values()):
+                self._remove(rt, obj)
+
+    # ---------------------------------------------------------------------------------- namespaces
+    def _delete_namespace(self, rt: ResourceType, old: Obj) -> Obj:
+        name = _meta(old)["name"]
+        if not _meta(old).get("deletionTimestamp"):
+            new = copy.deepcopy(old)
+            new["metadata"]["deletionTimestamp"] = now_iso()
+            new["status"] = {"phase": "Terminating"}
+            old = self._commit(rt, old, new, "MODIFIED")
+        for other in list(self.types.values()):
+            if other.namespaced:
+                for obj in [o for (ns, _), o in list(self.objects[other.key].items()) if ns == name]:
+                    self.delete(other, name, _meta(obj)["name"])
+        return self._maybe_finish_namespace(name) or old
+
+    def _maybe_finish_namespace(self, namespace: str) -> Obj | None:
+        rt = self.types[("", "namespaces")]
+        nsobj = self.objects[rt.key].get((None, namespace))
+        if nsobj is None or not _meta(nsobj).get("deletionTimestamp"):
+            return None
+        for t in self.types.values():
+            if t.namespaced and any(ns == namespace for (ns, _) in self.objects[t.key]):
+                return None
+        return self._remove(rt, nsobj)
+
+    def changes_since(self, rv: int, key: ResKey) -> Iterable[Change]:
+        """History entries of one resource after ``rv`` (caller checks ``history_floor`` first)."""
+        return [c for c in self.history if c.rv > rv and c.key == key]
