@@ -1,0 +1,46 @@
+"""Fixtures for the dataplane tests: prerequisites (fail in CI, skip locally) and self-cleaning namespaces."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.dataplane.netns import NetnsFactory, missing_prerequisite, root_namespace_snapshot
+
+_REASON: list[str | None] = []
+
+
+def _prerequisite_reason() -> str | None:
+    if not _REASON:
+        _REASON.append(missing_prerequisite())
+    return _REASON[0]
+
+
+@pytest.fixture(autouse=True)
+def _dataplane_prerequisites() -> None:
+    """Root, iproute2, iptables and working namespaces; in CI (CI=true) a missing one is a failure."""
+    reason = _prerequisite_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"dataplane prerequisite missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def netns(_dataplane_prerequisites: None) -> Iterator[NetnsFactory]:
+    """Namespace factory; every namespace and process it made is removed afterwards, also on failure,
+    and the root namespace must look exactly as before."""
+    before = root_namespace_snapshot()
+    factory = NetnsFactory()
+    try:
+        yield factory
+    finally:
+        errors = factory.cleanup()
+        leftovers = factory.leftovers()
+    assert not errors, errors
+    assert not leftovers, f"namespaces left behind: {leftovers}"
+    after = root_namespace_snapshot()
+    assert after == before, "the test changed the root network namespace"
