@@ -1,0 +1,163 @@
+"""Controller configuration: one frozen dataclass filled from command-line flags and ROUTECTL_* env vars.
+
+Flags win over the environment, the environment over the defaults; `validate()` turns bad input into
+one clear message before anything connects anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+PROVIDERS = ("gce", "aws")
+
+# Field name -> environment variable. Every field can be set either way (README documents the list).
+ENV_VARS: dict[str, str] = {
+    "cluster_name": "ROUTECTL_CLUSTER_NAME",
+    "provider": "ROUTECTL_PROVIDER",
+    "kubeconfig": "KUBECONFIG",
+    "gce_project": "ROUTECTL_GCE_PROJECT",
+    "gce_network": "ROUTECTL_GCE_NETWORK",
+    "gce_endpoint": "ROUTECTL_GCE_ENDPOINT",
+    "aws_region": "ROUTECTL_AWS_REGION",
+    "aws_vpc_id": "ROUTECTL_AWS_VPC_ID",
+    "aws_route_table_ids": "ROUTECTL_AWS_ROUTE_TABLE_IDS",
+    "aws_endpoint": "ROUTECTL_AWS_ENDPOINT",
+    "resync_seconds": "ROUTECTL_RESYNC_SECONDS",
+    "cloud_rate": "ROUTECTL_CLOUD_RATE",
+    "cloud_burst": "ROUTECTL_CLOUD_BURST",
+    "concurrency": "ROUTECTL_CONCURRENCY",
+    "health_address": "ROUTECTL_HEALTH_ADDRESS",
+    "leader_elect": "ROUTECTL_LEADER_ELECT",
+    "lease_name": "ROUTECTL_LEASE_NAME",
+    "lease_namespace": "ROUTECTL_LEASE_NAMESPACE",
+    "lease_duration": "ROUTECTL_LEASE_DURATION",
+    "renew_deadline": "ROUTECTL_RENEW_DEADLINE",
+    "retry_period": "ROUTECTL_RETRY_PERIOD",
+    "identity": "ROUTECTL_IDENTITY",
+    "event_namespace": "ROUTECTL_EVENT_NAMESPACE",
+}
+
+
+def _default_identity() -> str:
+    """Pod name in a cluster (POD_NAME from the downward API), else host name; plus a unique suffix."""
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `routectl controller` needs to know; immutable once validated."""
+
+    cluster_name: str = "routectl"
+    provider: str = "gce"
+    kubeconfig: str | None = None
+    # GCE
+    gce_project: str | None = None
+    gce_network: str = "default"
+    gce_endpoint: str | None = None
+    # AWS
+    aws_region: str = "us-east-1"
+    aws_vpc_id: str | None = None
+    aws_route_table_ids: tuple[str, ...] = ()
+    aws_endpoint: str | None = None
+    # Loops and limits
+    resync_seconds: float = 300.0
+    cloud_rate: float = 10.0
+    cloud_burst: int = 20
+    concurrency: int = 20
+    # Serving
+    health_address: str = "0.0.0.0:8080"
+    # Leader election (coordination.k8s.io Lease), client-go's defaults.
+    leader_elect: bool = True
+    lease_name: str = "routectl-controller"
+    lease_namespace: str = "kube-system"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = field(default_factory=_default_identity)
+    # Namespace where Events about cluster-scoped objects (Nodes, Pools) are written, as kube does.
+    event_namespace: str = "default"
+
+    def validate(self) -> Config:
+        """Return self, or raise ValueError naming every bad setting at once."""
+        problems: list[str] = []
+        if self.provider not in PROVIDERS:
+            problems.append(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
+        if not self.cluster_name or len(self.cluster_name) > 40:
+            problems.append("cluster name must be 1..40 characters (it prefixes cloud route names)")
+        if self.provider == "gce" and not self.gce_project:
+            problems.append("gce needs a project (--gce-project / ROUTECTL_GCE_PROJECT)")
+        if self.provider == "aws" and not (self.aws_route_table_ids or self.aws_vpc_id or self.cluster_name):
+            problems.append("aws needs route table ids, a VPC id or a cluster tag")
+        if self.resync_seconds <= 0:
+            problems.append("resync period must be > 0 seconds")
+        if self.cloud_rate <= 0 or self.cloud_burst < 1 or self.concurrency < 1:
+            problems.append("cloud rate must be > 0, burst and concurrency >= 1")
+        if not (0 < self.retry_period < self.renew_deadline < self.lease_duration):
+            problems.append("leader election needs 0 < retry period < renew deadline < lease duration")
+        if ":" not in self.health_address:
+            problems.append(f"health address must be HOST:PORT, not {self.health_address!r}")
+        if problems:
+            raise ValueError("invalid controller configuration: " + "; ".join(problems))
+        return self
+
+    @property
+    def health_host(self) -> str:
+        """Host part of the liveness/metrics address."""
+        return self.health_address.rsplit(":", 1)[0]
+
+    @property
+    def health_port(self) -> int:
+        """Port of the liveness/metrics address (0 picks a free one)."""
+        return int(self.health_address.rsplit(":", 1)[1])
+
+    def driver_settings(self) -> dict[str, Any]:
+        """Keyword settings for the cloud driver factory, only those of the chosen provider."""
+        if self.provider == "gce":
+            return {"project": self.gce_project, "network": self.gce_network,
+                    "endpoint": self.gce_endpoint, "cluster_name": self.cluster_name}
+        return {"region": self.aws_region, "vpc_id": self.aws_vpc_id,
+                "route_table_ids": list(self.aws_route_table_ids), "endpoint": self.aws_endpoint,
+                "cluster_name": self.cluster_name}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a flag/env string into the field's type."""
+    default = getattr(Config, name, None) if name != "identity" else ""
+    if name == "aws_route_table_ids":
+        if isinstance(raw, (list, tuple)):
+            return tuple(str(x) for x in raw if str(x))
+        return tuple(p.strip() for p in str(raw).split(",") if p.strip())
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        return str(raw).strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, int):
+        return int(raw)
+    return str(raw) if raw is not None else None
+
+
+def load_config(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Build a validated Config: flags (None = not given) over env vars over defaults."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(Config)}
+    for name, var in ENV_VARS.items():
+        if var in env and env[var] != "":
+            try:
+                values[name] = _coerce(name, env[var])
+            except ValueError as exc:
+                raise ValueError(f"invalid controller configuration: {var}={env[var]!r}: {exc}") from None
+    for name, raw in (flags or {}).items():
+        if name not in known:
+            raise ValueError(f"unknown controller setting {name!r}")
+        if raw is None or (name == "aws_route_table_ids" and not raw):
+            continue
+        values[name] = _coerce(name, raw)
+    return replace(Config(), **values).validate()

@@ -1,0 +1,276 @@
+"""Thin async Kubernetes writes the controller needs: node podCIDRs, node condition, pool status, Events.
+
+A small aiohttp client whose credentials come from the official `kubernetes` package's kubeconfig or
+in-cluster loader (the same source kopf logs in with). Each write is one request with the semantics
+the issue asks for: conditional podCIDR writes, strategic-merge status patches, merge-patched pool status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from routectl.constants import (
+    API_VERSION,
+    COMPONENT,
+    CONDITION_NETWORK_UNAVAILABLE,
+    GROUP,
+    POOL_PLURAL,
+    VERSION,
+)
+
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+
+POOLS_PATH = f"/apis/{GROUP}/{VERSION}/{POOL_PLURAL}"
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the Kubernetes API (status code, reason and message kept)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def conflict(self) -> bool:
+        """A lost optimistic-concurrency race: 409 Conflict, or 422 from a failed JSON-patch `test`."""
+        return self.status in (409, 422)
+
+
+def now_rfc3339() -> str:
+    """Current UTC time as Kubernetes writes it (second precision, Z suffix)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    """Current UTC time with microseconds (Lease renewTime / acquireTime are MicroTime)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Credentials:
+    """Where the API is and how to authenticate, as loaded by the official client's config loaders."""
+
+    host: str
+    token: str | None  # "Bearer xyz" as a header value, or None
+    ca_path: str | None
+    verify: bool
+    cert_file: str | None
+    key_file: str | None
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """TLS settings for aiohttp (False for plain HTTP or when verification is off)."""
+        if not self.host.startswith("https") or not self.verify:
+            return False
+        ctx = ssl.create_default_context(cafile=self.ca_path)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+def load_credentials(kubeconfig: str | None) -> Credentials:
+    """Read host and credentials like kopf does: in cluster (service account) or from a kubeconfig."""
+    from kubernetes import client as kclient
+    from kubernetes import config as kconfig
+
+    cfg = kclient.Configuration()
+    if kubeconfig is None and "KUBECONFIG" not in os.environ and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kconfig.load_incluster_config(client_configuration=cfg)
+    else:
+        kconfig.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+                                 client_configuration=cfg)
+    token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
+    return Credentials(cfg.host.rstrip("/"), token or None, cfg.ssl_ca_cert, bool(cfg.verify_ssl),
+                       cfg.cert_file, cfg.key_file)
+
+
+class KubeClient:
+    """Minimal async Kubernetes API client (JSON in, JSON out) with bounded retries on 429/5xx."""
+
+    def __init__(self, host: str, headers: dict[str, str] | None = None,
+                 ssl_context: ssl.SSLContext | bool = False, timeout: float = 30.0) -> None:
+        self.host = host.rstrip("/")
+        self._headers = dict(headers or {})
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, kubeconfig: str | None = None) -> KubeClient:
+        """A client for the cluster named by `kubeconfig`, $KUBECONFIG, or the pod's service account."""
+        creds = load_credentials(kubeconfig)
+        headers = {"Authorization": creds.token} if creds.token else {}
+        return cls(creds.host, headers, creds.ssl_context())
+
+    async def close(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32))
+        return self._session
+
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      content_type: str = "application/json",
+                      params: dict[str, str] | None = None) -> dict[str, Any]:
+        """One API call; raises ApiError for non-2xx after retrying throttling and 5xx a few times."""
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        delay = 0.2
+        for attempt in range(5):
+            try:
+                async with self._sess().request(method, self.host + path, data=data, headers=headers,
+                                                params=params) as resp:
+                    text = await resp.text()
+                    if resp.status < 300:
+                        return json.loads(text) if text else {}
+                    if resp.status in (429, 500, 502, 503, 504) and attempt < 4:
+                        await asyncio.sleep(delay)
+                        delay *= 2
+                        continue
+                    reason, message = resp.reason or "", text
+                    try:
+                        status = json.loads(text)
+                        reason = status.get("reason", reason)
+                        message = status.get("message", text)
+                    except ValueError:
+                        pass
+                    raise ApiError(resp.status, reason, message)
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                if attempt >= 4:
+                    raise ApiError(0, "Unreachable", f"{method} {path}: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str) -> dict[str, Any]:
+        """GET one object or list."""
+        return await self.request("GET", path)
+
+    async def list_items(self, path: str) -> list[dict[str, Any]]:
+        """GET a list (follows `continue` pages) and return its items."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": "500"}
+        while True:
+            page = await self.request("GET", path, params=params)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": "500", "continue": token}
+
+
+# ---------------------------------------------------------------------------------------------- nodes
+async def set_node_pod_cidrs(client: KubeClient, name: str, resource_version: str,
+                             cidrs: tuple[str, ...]) -> dict[str, Any]:
+    """Write spec.podCIDR and spec.podCIDRs together, only if the node is unchanged since we read it.
+
+    The JSON patch first tests metadata.resourceVersion, so a node whose podCIDR was set meanwhile
+    (by us before a crash, or by anyone) is never overwritten: the caller gets ApiError.conflict.
+    """
+    patch = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "add", "path": "/spec/podCIDR", "value": cidrs[0]},
+        {"op": "add", "path": "/spec/podCIDRs", "value": list(cidrs)},
+    ]
+    return await client.request("PATCH", f"/api/v1/nodes/{name}", patch, content_type=JSON_PATCH)
+
+
+def network_condition(ok: bool, reason: str, message: str) -> dict[str, Any]:
+    """The NetworkUnavailable condition as the cloud route controller writes it."""
+    stamp = now_rfc3339()
+    return {
+        "type": CONDITION_NETWORK_UNAVAILABLE,
+        "status": "False" if ok else "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": stamp,
+        "lastHeartbeatTime": stamp,
+    }
+
+
+async def patch_node_condition(client: KubeClient, name: str, condition: dict[str, Any]) -> dict[str, Any]:
+    """Strategic-merge one condition into Node status: conditions merge by type, the kubelet's survive."""
+    body = {"status": {"conditions": [condition]}}
+    return await client.request("PATCH", f"/api/v1/nodes/{name}/status", body, content_type=STRATEGIC)
+
+
+# ---------------------------------------------------------------------------------------------- pools
+async def patch_pool_status(client: KubeClient, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch a PodCIDRPool's status subresource."""
+    return await client.request("PATCH", f"{POOLS_PATH}/{name}/status", {"status": status},
+                                content_type=MERGE)
+
+
+# --------------------------------------------------------------------------------------------- events
+class EventRecorder:
+    """Posts core/v1 Events about Nodes and Pools; identical events within `dedupe_seconds` are sent once.
+
+    The dedupe keeps a periodic resync from spamming the same failure every cycle (kube's recorder
+    aggregates by count for the same reason).
+    """
+
+    def __init__(self, client: KubeClient, namespace: str = "default", dedupe_seconds: float = 600.0,
+                 instance: str = "") -> None:
+        self.client = client
+        self.namespace = namespace
+        self.dedupe_seconds = dedupe_seconds
+        self.instance = instance
+        self._sent: dict[tuple[str, str, str], float] = {}
+        self.posted = 0
+
+    async def post(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Post one Event about `obj` (a body or {kind, name, uid, apiVersion}); never raises."""
+        meta = obj.get("metadata") or {}
+        kind = obj.get("kind") or ""
+        name = meta.get("name") or obj.get("name") or ""
+        uid = meta.get("uid") or obj.get("uid") or ""
+        key = (uid or name, reason, message)
+        now = time.monotonic()
+        if now - self._sent.get(key, -1e9) < self.dedupe_seconds:
+            return
+        self._sent[key] = now
+        if len(self._sent) > 10000:
+            self._sent = {k: t for k, t in self._sent.items() if now - t < self.dedupe_seconds}
+        stamp = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": self.namespace},
+            "involvedObject": {
+                "kind": kind, "name": name, "uid": uid,
+                "apiVersion": obj.get("apiVersion") or ("v1" if kind == "Node" else API_VERSION),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.client.request("POST", f"/api/v1/namespaces/{self.namespace}/events", event)
+            self.posted += 1
+        except ApiError:
+            pass  # Events are best effort, as in client-go's recorder.

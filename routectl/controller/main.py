@@ -1,0 +1,204 @@
+"""`routectl controller`: serve liveness and metrics, win the leader Lease, then run the kopf operator.
+
+`run_controller()` is the one code path, shared by the CLI command and the in-process simulator
+(routectl.sim.cluster): a standby controller serves /healthz and waits for the Lease; the leader runs
+kopf until it is stopped (SIGTERM/SIGINT or the `stop` event; then it releases the Lease) or loses the
+Lease (then it stops acting at once and exits non-zero so that its supervisor restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from aiohttp import web
+
+from routectl.controller.config import ENV_VARS, Config, load_config
+from routectl.controller.kube import KubeClient, load_credentials
+from routectl.controller.leader import LeaderElector
+from routectl.controller.metrics import Metrics
+from routectl.controller.reconcile import Controller
+
+log = logging.getLogger(__name__)
+
+EXIT_LOST_LEASE = 3
+
+
+def build_routes(config: Config) -> Any:
+    """The cloud driver for the configured provider, wrapped in the route reconciler."""
+    from routectl.cloud.factory import make_driver
+    from routectl.routes.reconciler import RouteReconciler
+
+    driver = make_driver(config.provider, **config.driver_settings())
+    return RouteReconciler(driver, cluster_cidrs=[])
+
+
+def make_login(kubeconfig: str | None) -> Callable[..., Any]:
+    """A kopf login handler for the same cluster the write client talks to."""
+    def login(**_: Any) -> Any:
+        import kopf
+
+        creds = load_credentials(kubeconfig)
+        scheme = token = None
+        if creds.token:
+            scheme, _, token = creds.token.partition(" ")
+        return kopf.ConnectionInfo(server=creds.host, ca_path=creds.ca_path, insecure=not creds.verify,
+                                   certificate_path=creds.cert_file, private_key_path=creds.key_file,
+                                   scheme=scheme or None, token=token or None, default_namespace="default")
+    return login
+
+
+class HealthServer:
+    """/healthz (the process and its loop answer), /readyz (leader and synced), /metrics (Prometheus)."""
+
+    def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int) -> None:
+        self.metrics = metrics
+        self.ready = ready
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Start serving; return the bound port."""
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.port = server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ok = self.ready()
+        return web.Response(text="ready\n" if ok else "standby\n", status=200 if ok else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def run_controller(config: Config, *, routes: Any = None, stop: asyncio.Event | None = None,
+                         on_controller: Callable[[Controller], None] | None = None,
+                         health: bool = True) -> int:
+    """Run until stopped (returns 0) or until the Lease is lost (returns EXIT_LOST_LEASE)."""
+    import kopf
+
+    from routectl.controller.handlers import build_registry, configure_settings
+
+    stop = stop or asyncio.Event()
+    routes = routes if routes is not None else await asyncio.to_thread(build_routes, config)
+    driver = getattr(routes, "driver", None)
+    metrics = Metrics(lambda: driver.calls.snapshot() if driver is not None and hasattr(driver, "calls")
+                      else None)
+    client = KubeClient.from_config(config.kubeconfig)
+    controller = Controller(config, client, routes, metrics=metrics)
+    if on_controller is not None:
+        on_controller(controller)
+    elector = LeaderElector(client, config.lease_namespace, config.lease_name, config.identity,
+                            lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
+                            retry_period=config.retry_period,
+                            on_change=lambda lead: metrics.leader.set(1 if lead else 0))
+    server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
+                          config.health_host, config.health_port)
+    if health:
+        port = await server.start()
+        log.info("serving /healthz, /readyz and /metrics on %s:%d", config.health_host, port)
+    lost = False
+    try:
+        if config.leader_elect:
+            acquire = asyncio.create_task(elector.acquire())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (acquire, stopped):
+                t.cancel()
+            if stop.is_set():
+                return 0
+        kopf_stop = asyncio.Event()
+        operator = asyncio.create_task(kopf.operator(
+            registry=build_registry(controller, login=make_login(config.kubeconfig)),
+            settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=kopf_stop,
+        ), name="routectl-kopf")
+        watchers = {operator, asyncio.create_task(stop.wait())}
+        holder = asyncio.create_task(elector.hold()) if config.leader_elect else None
+        if holder is not None:
+            watchers.add(holder)
+        done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        lost = holder is not None and holder in done
+        if lost:
+            log.error("leader lease lost: stopping at once")
+        kopf_stop.set()
+        await controller.close()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(operator, timeout=10)
+        for t in watchers:
+            t.cancel()
+        if operator.done() and not operator.cancelled() and operator.exception() is not None:
+            raise operator.exception()  # type: ignore[misc]
+    finally:
+        await controller.close()
+        if config.leader_elect and not lost:
+            await elector.release()
+        await server.stop()
+        await client.close()
+    return EXIT_LOST_LEASE if lost else 0
+
+
+def _env_help(name: str) -> str:
+    return f"[env {ENV_VARS[name]}]"
+
+
+@click.command("controller")
+@click.option("--cluster-name", help=f"Cluster name, prefixes cloud route names. {_env_help('cluster_name')}")
+@click.option("--provider", type=click.Choice(["gce", "aws"]),
+              help=f"Cloud provider. {_env_help('provider')}")
+@click.option("--kubeconfig", help="Kubeconfig file (default: in-cluster service account or $KUBECONFIG).")
+@click.option("--gce-project", help=f"GCE project. {_env_help('gce_project')}")
+@click.option("--gce-network", help=f"GCE network name. {_env_help('gce_network')}")
+@click.option("--gce-endpoint", help=f"Compute API endpoint (fake server). {_env_help('gce_endpoint')}")
+@click.option("--aws-region", help=f"AWS region. {_env_help('aws_region')}")
+@click.option("--aws-vpc-id", help=f"VPC of the cluster's tagged route tables. {_env_help('aws_vpc_id')}")
+@click.option("--aws-route-table-id", "aws_route_table_ids", multiple=True,
+              help=f"Route table to program (repeatable). {_env_help('aws_route_table_ids')} (comma list)")
+@click.option("--aws-endpoint", help=f"EC2 endpoint URL (moto). {_env_help('aws_endpoint')}")
+@click.option("--resync-seconds", type=float, help=f"Full route resync period. {_env_help('resync_seconds')}")
+@click.option("--cloud-rate", type=float, help=f"Cloud calls per second. {_env_help('cloud_rate')}")
+@click.option("--cloud-burst", type=int, help=f"Cloud call burst. {_env_help('cloud_burst')}")
+@click.option("--concurrency", type=int, help=f"Cloud operations in flight. {_env_help('concurrency')}")
+@click.option("--health-address", help=f"HOST:PORT of /healthz and /metrics. {_env_help('health_address')}")
+@click.option("--leader-elect/--no-leader-elect", default=None,
+              help=f"Lease-based leader election (default on). {_env_help('leader_elect')}")
+@click.option("--lease-name", help=f"Lease name. {_env_help('lease_name')}")
+@click.option("--lease-namespace", help=f"Lease namespace. {_env_help('lease_namespace')}")
+@click.option("--lease-duration", type=float, help=f"Lease duration, seconds. {_env_help('lease_duration')}")
+@click.option("--renew-deadline", type=float, help=f"Renew deadline, seconds. {_env_help('renew_deadline')}")
+@click.option("--retry-period", type=float, help=f"Lease retry period, seconds. {_env_help('retry_period')}")
+@click.option("--identity", help=f"Leader identity (default: host name + random). {_env_help('identity')}")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def controller(log_level: str, **flags: Any) -> None:
+    """Run the controller: allocate pod CIDRs to Nodes, program cloud routes, report on Nodes and pools."""
+    logging.basicConfig(level=getattr(logging, log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    code = asyncio.run(run_controller(config))
+    sys.exit(code)

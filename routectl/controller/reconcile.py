@@ -1,0 +1,480 @@
+"""The controller's core loop as plain async methods: allocate, route, report. kopf handlers call these.
+
+One `Controller` per leader. It keeps nothing it cannot rebuild: on the first event it occupies every
+existing podCIDR (Node.spec.podCIDRs is the truth), reconciles the cloud routes once (deleting stale
+ones before any block can be reused), and only then hands out blocks. Decisions come from the pure
+IPAM allocator, the pure route diff (through RouteReconciler) and routectl.controller.state; this
+module only sequences them with Kubernetes writes and driver calls (in threads: the SDKs are sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from routectl.constants import (
+    EVENT_CIDR_ASSIGNED,
+    EVENT_CIDR_CONFLICT,
+    EVENT_CIDR_NOT_AVAILABLE,
+    EVENT_FAILED_TO_CREATE_ROUTE,
+    EVENT_POOL_INVALID,
+    EVENT_ROUTE_LIMIT_NEARING,
+    EVENT_ROUTE_LIMIT_REACHED,
+    POOL_KIND,
+)
+from routectl.controller import kube
+from routectl.controller.config import Config
+from routectl.controller.kube import ApiError, EventRecorder, KubeClient
+from routectl.controller.metrics import Metrics
+from routectl.controller.state import (
+    NetworkState,
+    NodeView,
+    PoolFacts,
+    PoolView,
+    condition_is_current,
+    pool_status,
+    route_state,
+    status_differs,
+)
+from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
+from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
+from routectl.ipam.model import PoolSpec
+from routectl.routes.model import NodeRoutes
+
+log = logging.getLogger(__name__)
+
+# Placeholder holders in the allocator for blocks still routed in the cloud to a node that is gone.
+STALE_PREFIX = "route:"
+
+
+def _canon(cidrs: Iterable[str]) -> tuple[str, ...]:
+    out = []
+    for c in cidrs:
+        try:
+            out.append(str(ipaddress.ip_network(c, strict=False)))
+        except ValueError:
+            out.append(c)
+    return tuple(out)
+
+
+class Controller:
+    """Allocation, routing and reporting for one cluster; each public coroutine is safe to call again."""
+
+    def __init__(self, config: Config, client: KubeClient, routes: Any, *, metrics: Metrics | None = None,
+                 warn_percent: int = 80) -> None:
+        self.config = config
+        self.client = client
+        self.routes = routes  # a routectl.routes reconciler (sync / ensure / remove)
+        self.metrics = metrics or Metrics()
+        self.events = EventRecorder(client, config.event_namespace, instance=config.identity)
+        self.allocator = Allocator()
+        self.lock = asyncio.Lock()  # serialises every allocator mutation
+        self._cloud = asyncio.Semaphore(config.concurrency)
+        self._ready = asyncio.Event()
+        self._ready_lock = asyncio.Lock()
+        self._node_index: Mapping[str, Any] | None = None
+        self._pool_index: Mapping[str, Any] | None = None
+        self.route_status: dict[str, NetworkState] = {}
+        self.findings: dict[str, list[Finding]] = {}
+        self.pool_problems: dict[str, list[str]] = {}
+        self.exhausted: dict[str, str] = {}
+        self.gone: dict[str, NodeView] = {}  # deleted nodes whose routes are not confirmed deleted yet
+        self.tables: list[Any] = []
+        self.warnings: list[Any] = []
+        self._written: dict[str, tuple[NetworkState, str]] = {}
+        self._pool_written: dict[str, dict[str, Any]] = {}
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.resyncs = 0
+
+    # ------------------------------------------------------------------------------------ views
+    @staticmethod
+    def _views(index: Mapping[str, Any] | None) -> list[Any]:
+        """The newest value of every key of a kopf index (each key's store holds one view)."""
+        out = []
+        for store in list((index or {}).values()):
+            for value in store:
+                out.append(value)
+                break
+        return out
+
+    def node_views(self) -> dict[str, NodeView]:
+        """Every Node currently known (from the kopf index)."""
+        return {v.name: v for v in self._views(self._node_index)}
+
+    def pool_views(self) -> dict[str, PoolView]:
+        """Every PodCIDRPool currently known (from the kopf index)."""
+        return {v.name: v for v in self._views(self._pool_index)}
+
+    @property
+    def ready(self) -> bool:
+        """True once the start-up rebuild and first route sync are done."""
+        return self._ready.is_set()
+
+    # ---------------------------------------------------------------------------------- start-up
+    async def ensure_ready(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
+        """First call: rebuild from the complete kopf indexes and sync routes; later calls return at once."""
+        if self._ready.is_set():
+            return
+        async with self._ready_lock:
+            if self._ready.is_set():
+                return
+            self._node_index, self._pool_index = node_index, pool_index
+            started = time.monotonic()
+            await self._configure_pools(post_events=True)
+            nodes = self.node_views()
+            async with self.lock:
+                findings = self.allocator.rebuild(
+                    NodeCIDRs(v.name, v.pod_cidrs, v.labels) for v in nodes.values() if v.pod_cidrs)
+            self._record_findings({v.name for v in nodes.values()}, findings)
+            for f in findings:
+                if f.node in nodes:
+                    await self._event_node(nodes[f.node], "Warning", EVENT_CIDR_CONFLICT, f.message)
+            await self.resync(initial=True)
+            self._ready.set()
+            self.metrics.reconcile.labels("startup").observe(time.monotonic() - started)
+            self._tasks.append(asyncio.create_task(self._resync_loop(), name="routectl-resync"))
+            self._tasks.append(asyncio.create_task(self._pool_status_loop(), name="routectl-pool-status"))
+            log.info("controller ready: %d nodes, %d pools, %d blocks held", len(nodes),
+                     len(self.allocator.pools), len(self.allocator.allocations()))
+
+    async def close(self) -> None:
+        """Stop the background loops (the operator is stopping)."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    # ------------------------------------------------------------------------------------- pools
+    async def _configure_pools(self, post_events: bool = False) -> None:
+        """Feed every pool spec to the allocator; record problems (Invalid) per pool."""
+        specs: list[PoolSpec] = []
+        problems: dict[str, list[str]] = {}
+        for view in self.pool_views().values():
+            try:
+                specs.append(PoolSpec.from_resource(view.body))
+            except IPAMError as exc:
+                problems[view.name] = [str(exc)]
+        async with self.lock:
+            problems.update({k: v for k, v in self.allocator.set_pools(specs).items() if v})
+            cluster = sorted({c for s in specs for c in s.cidrs if not problems.get(s.name)})
+        if hasattr(self.routes, "set_cluster_cidrs"):
+            self.routes.set_cluster_cidrs(cluster)
+        new = {k: v for k, v in problems.items() if v and v != self.pool_problems.get(k)}
+        self.pool_problems = problems
+        pools = self.pool_views()
+        for name, msgs in new.items():
+            if name in pools:
+                await self._event_pool(name, "Warning", EVENT_POOL_INVALID, "; ".join(msgs))
+        self._dirty.set()
+
+    async def pool_changed(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
+        """A pool was created, edited or deleted: reconfigure, then serve nodes that were waiting."""
+        await self.ensure_ready(node_index, pool_index)
+        await self._configure_pools(post_events=True)
+        await self._serve_waiting()
+
+    def pool_holders(self, name: str) -> tuple[str, ...]:
+        """Nodes (not placeholders) holding blocks from pool `name`."""
+        try:
+            nodes = self.allocator.usage(name).nodes
+        except KeyError:
+            nodes = tuple(a.node for a in self.allocator.allocations() if a.pool == name)
+        return tuple(n for n in nodes if not n.startswith(STALE_PREFIX))
+
+    # ------------------------------------------------------------------------------------- nodes
+    async def node_event(self, body: Mapping[str, Any], event_type: str | None,
+                         node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
+        """One Node watch event: allocate and route it, or clean up after it when it is gone."""
+        await self.ensure_ready(node_index, pool_index)
+        view = NodeView.from_body(body)
+        started = time.monotonic()
+        if event_type == "DELETED":
+            await self.node_gone(view)
+        else:
+            await self.reconcile_node(view)
+        self.metrics.reconcile.labels("node").observe(time.monotonic() - started)
+
+    async def reconcile_node(self, view: NodeView) -> None:
+        """Give the node a block if it has none, make its routes exist, and say so in its condition."""
+        if view.deleting:
+            return  # pods may still run there; the route and block go when the Node object is gone
+        cidrs = view.pod_cidrs
+        if not cidrs:
+            assigned = await self._assign(view)
+            if assigned is None:
+                return
+            view, cidrs = assigned
+        else:
+            await self._occupy(view)
+        problem = self._cidr_problem(view.name)
+        if problem is not None:
+            await self._set_condition(view, route_state(False, "CIDRNotRouted", problem))
+            return
+        node = NodeRoutes(view.name, view.uid, view.provider_id, _canon(cidrs))
+        async with self._cloud:
+            status = await asyncio.to_thread(self.routes.ensure, node)
+        await self._apply_route_status(view, status)
+        self._dirty.set()
+
+    async def _occupy(self, view: NodeView) -> None:
+        """Record a podCIDR set by anyone (us before a restart, or another tool); report conflicts."""
+        async with self.lock:
+            held = self.allocator.allocation_of(view.name)
+            if held is not None and _canon(held.cidrs) == _canon(view.pod_cidrs):
+                return
+            findings = self.allocator.occupy(view.name, view.pod_cidrs)
+        self.findings[view.name] = findings
+        for f in findings:
+            await self._event_node(view, "Warning", EVENT_CIDR_CONFLICT, f.message)
+        self._dirty.set()
+
+    def _cidr_problem(self, node: str) -> str | None:
+        """Why a node's podCIDR must not be routed (overlap, outside every pool...), or None."""
+        fs = self.findings.get(node)
+        return "; ".join(f.message for f in fs) if fs else None
+
+    def _record_findings(self, names: Iterable[str], findings: Iterable[Finding]) -> None:
+        by_node: dict[str, list[Finding]] = {n: [] for n in names}
+        for f in findings:
+            by_node.setdefault(f.node, []).append(f)
+        self.findings = {n: fs for n, fs in by_node.items() if fs}
+
+    async def _assign(self, view: NodeView) -> tuple[NodeView, tuple[str, ...]] | None:
+        """Allocate a block and write it with a resourceVersion precondition; never overwrite one."""
+        async with self.lock:
+            try:
+                alloc = self.allocator.allocate(view.name, view.labels)
+            except NoMatchingPoolError as exc:
+                await self._event_node(view, "Normal", EVENT_CIDR_NOT_AVAILABLE, str(exc))
+                return None
+            except CIDRExhaustedError as exc:
+                pool = self.allocator.select_pool(view.labels)
+                if pool is not None:
+                    self.exhausted[pool.name] = str(exc)
+                    self._dirty.set()
+                await self._event_node(view, "Warning", EVENT_CIDR_NOT_AVAILABLE, str(exc))
+                return None
+        rv = view.resource_version
+        for _attempt in range(8):
+            try:
+                body = await kube.set_node_pod_cidrs(self.client, view.name, rv, alloc.cidrs)
+            except ApiError as exc:
+                if exc.status == 404:
+                    async with self.lock:
+                        self.allocator.release(view.name)
+                    return None
+                if not exc.conflict:
+                    async with self.lock:
+                        self.allocator.release(view.name)
+                    log.warning("writing podCIDR of node %s failed: %s", view.name, exc)
+                    return None
+                try:
+                    fresh = NodeView.from_body(await self.client.get(f"/api/v1/nodes/{view.name}"))
+                except ApiError:
+                    async with self.lock:
+                        self.allocator.release(view.name)
+                    return None
+                if fresh.pod_cidrs:  # set meanwhile by someone else: theirs is the truth
+                    await self._occupy(fresh)
+                    return fresh, fresh.pod_cidrs
+                rv = fresh.resource_version
+                continue
+            self.metrics.node_writes.labels("podCIDR").inc()
+            self.metrics.allocations.labels(alloc.pool or "-").inc()
+            self.exhausted.pop(alloc.pool, None)
+            self._dirty.set()
+            new_view = NodeView.from_body(body)
+            await self._event_node(new_view, "Normal", EVENT_CIDR_ASSIGNED,
+                                   f"assigned {', '.join(alloc.cidrs)} from pool {alloc.pool}")
+            return new_view, alloc.cidrs
+        async with self.lock:
+            self.allocator.release(view.name)
+        return None
+
+    async def _serve_waiting(self) -> None:
+        """Retry nodes without a podCIDR (after a pool change or a release made room)."""
+        waiting = [v for v in self.node_views().values() if not v.pod_cidrs and not v.deleting]
+        for v in waiting:
+            await self.reconcile_node(v)
+
+    async def node_gone(self, view: NodeView) -> None:
+        """A Node was deleted: delete its routes first, then release its block (never the other way)."""
+        if view.name in self.node_views():
+            return  # re-created meanwhile; the new object is handled by its own events
+        self.gone[view.name] = view
+        await self._remove_gone()
+
+    async def _remove_gone(self) -> None:
+        """Delete the routes of every gone node; release the blocks whose routes are confirmed gone."""
+        live = self.node_views()
+        for name, view in list(self.gone.items()):
+            if name in live:
+                self.gone.pop(name, None)
+                continue
+            node = NodeRoutes(name, view.uid, view.provider_id, _canon(view.pod_cidrs))
+            try:
+                async with self._cloud:
+                    await asyncio.to_thread(self.routes.remove, node)
+            except Exception as exc:
+                log.warning("deleting routes of gone node %s failed (block kept): %s", name, exc)
+                continue
+            async with self.lock:
+                released = self.allocator.release(name)
+            self.gone.pop(name, None)
+            self.route_status.pop(name, None)
+            self.findings.pop(name, None)
+            self._written.pop(name, None)
+            if released is not None:
+                self.metrics.releases.labels(released.pool or "-").inc()
+                for pool in list(self.exhausted):
+                    self.exhausted.pop(pool, None)
+            self._dirty.set()
+        if not self.gone:
+            await self._serve_waiting()
+
+    # ------------------------------------------------------------------------------------ routes
+    async def resync(self, initial: bool = False) -> None:
+        """Full pass: one list per table, the pure diff, driver actions; conditions and pool facts updated."""
+        started = time.monotonic()
+        live = self.node_views()
+        async with self.lock:
+            for a in self.allocator.allocations():
+                if a.node not in live and not a.node.startswith(STALE_PREFIX) and a.node not in self.gone:
+                    self.gone[a.node] = NodeView(a.node, "", None, {}, a.cidrs, "", False, None)
+        nodes = [NodeRoutes(v.name, v.uid, v.provider_id, _canon(v.pod_cidrs))
+                 for v in live.values() if v.pod_cidrs and self._cidr_problem(v.name) is None]
+        try:
+            async with self._cloud:
+                result = await asyncio.to_thread(self.routes.sync, nodes)
+        except Exception as exc:
+            log.warning("route resync failed: %s", exc)
+            if initial:
+                raise
+            return
+        self.resyncs += 1
+        self.tables = list(result.tables)
+        self.warnings = list(result.warnings)
+        for t in self.tables:
+            self.metrics.set_table(t.table, t.used, t.limit)
+        self.metrics.routes_desired.set(sum(len(n.pod_cidrs) for n in nodes) * max(1, len(self.tables) or 1))
+        self.metrics.routes_actual.set(getattr(result, "routes_programmed", 0))
+        for name, status in result.nodes.items():
+            view = live.get(name)
+            if view is not None:
+                await self._apply_route_status(view, status)
+        for w in self.warnings:
+            reason = EVENT_ROUTE_LIMIT_REACHED if w.kind == "reached" else EVENT_ROUTE_LIMIT_NEARING
+            for pool in self.pool_views():
+                await self._event_pool(pool, "Warning", reason, w.message)
+        await self._remove_gone()
+        # nodes that missed their event (e.g. the controller was down): assign now.
+        await self._serve_waiting()
+        self._dirty.set()
+        self.metrics.reconcile.labels("resync").observe(time.monotonic() - started)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            try:
+                await self.resync()
+            except Exception:
+                log.exception("resync pass failed")
+
+    async def _apply_route_status(self, view: NodeView, status: Any) -> None:
+        """Turn a per-node route result into the node's condition (written only when it changes)."""
+        state = route_state(bool(status.ok), getattr(status, "reason", "") or "",
+                            getattr(status, "message", "") or "")
+        previous = self.route_status.get(view.name)
+        self.route_status[view.name] = state
+        if not state.ok and previous != state:
+            await self._event_node(view, "Warning", EVENT_FAILED_TO_CREATE_ROUTE, state.message)
+        await self._set_condition(view, state)
+
+    async def _set_condition(self, view: NodeView, state: NetworkState) -> None:
+        if condition_is_current(view.condition, state):
+            self._written.pop(view.name, None)
+            return
+        written = self._written.get(view.name)
+        if written is not None and written[0] == state and written[1] == view.resource_version:
+            return  # we wrote it; the watch has not brought the new version yet
+        try:
+            await kube.patch_node_condition(self.client, view.name,
+                                            kube.network_condition(state.ok, state.reason, state.message))
+        except ApiError as exc:
+            if exc.status != 404:
+                log.warning("patching NetworkUnavailable of node %s failed: %s", view.name, exc)
+            return
+        self.metrics.node_writes.labels("condition").inc()
+        self._written[view.name] = (state, view.resource_version)
+
+    # ------------------------------------------------------------------------------- pool status
+    def pool_facts(self, view: PoolView) -> PoolFacts:
+        """Everything the pool's status reports, from the allocator, route results and warnings."""
+        facts = PoolFacts(view.name, view.generation, deleting=view.deleting)
+        problems = self.pool_problems.get(view.name) or []
+        if problems:
+            facts.invalid = "; ".join(problems)
+        try:
+            usage = self.allocator.usage(view.name)
+            facts.allocated, facts.capacity, facts.free = usage.allocated, usage.capacity, usage.free
+            holders = usage.nodes
+        except KeyError:
+            holders = tuple(a.node for a in self.allocator.allocations() if a.pool == view.name)
+            facts.allocated = len(holders)
+        facts.holders = tuple(n for n in holders if not n.startswith(STALE_PREFIX))
+        facts.routes_programmed = sum(1 for n in facts.holders if (s := self.route_status.get(n)) and s.ok)
+        facts.exhausted = self.exhausted.get(view.name)
+        facts.tables = [{"id": t.table, "used": t.used, "limit": t.limit} for t in self.tables]
+        for w in self.warnings:
+            if w.kind == "reached":
+                facts.reached = w.message
+            elif w.kind == "nearing" and not facts.nearing:
+                facts.nearing = w.message
+        if facts.reached and not facts.nearing:
+            facts.nearing = facts.reached
+        return facts
+
+    async def flush_pool_status(self) -> None:
+        """Write each pool's status when it differs from what the pool shows (or we last wrote)."""
+        for view in self.pool_views().values():
+            facts = self.pool_facts(view)
+            self.metrics.set_pool(view.name, facts.allocated, facts.free, facts.capacity)
+            current = (view.body.get("status") or {})
+            last = self._pool_written.get(view.name)
+            new = pool_status(facts, current or last, kube.now_rfc3339())
+            if not status_differs(current, new) or (last is not None and not status_differs(last, new)):
+                continue
+            try:
+                await kube.patch_pool_status(self.client, view.name, new)
+                self._pool_written[view.name] = new
+            except ApiError as exc:
+                if exc.status != 404:
+                    log.warning("patching status of pool %s failed: %s", view.name, exc)
+
+    async def _pool_status_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(0.3)  # debounce a burst of node events into one write per pool
+            self._dirty.clear()
+            try:
+                await self.flush_pool_status()
+            except Exception:
+                log.exception("pool status update failed")
+
+    # ------------------------------------------------------------------------------------ events
+    async def _event_node(self, view: NodeView, etype: str, reason: str, message: str) -> None:
+        await self.events.post({"kind": "Node", "apiVersion": "v1", "name": view.name, "uid": view.uid},
+                               etype, reason, message)
+
+    async def _event_pool(self, name: str, etype: str, reason: str, message: str) -> None:
+        view = self.pool_views().get(name)
+        uid = ((view.body.get("metadata") or {}).get("uid", "")) if view else ""
+        await self.events.post({"kind": POOL_KIND, "name": name, "uid": uid}, etype, reason, message)

@@ -1,0 +1,194 @@
+"""Pure views and decisions of the controller: what a Node/Pool body says, which condition and pool status
+to write, and whether a write is needed at all. No I/O here, so the handlers stay thin and this is
+unit-testable on plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from routectl.constants import (
+    CONDITION_NETWORK_UNAVAILABLE,
+    POOL_EXHAUSTED,
+    POOL_INVALID,
+    POOL_READY,
+    POOL_ROUTE_LIMIT_NEARING,
+    POOL_ROUTE_LIMIT_REACHED,
+    REASON_NO_ROUTE_CREATED,
+    REASON_ROUTE_CREATED,
+)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """The parts of a Node the controller acts on, read from its body."""
+
+    name: str
+    uid: str
+    provider_id: str | None
+    labels: Mapping[str, str]
+    pod_cidrs: tuple[str, ...]
+    resource_version: str
+    deleting: bool
+    condition: Mapping[str, Any] | None  # the current NetworkUnavailable condition, if any
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> NodeView:
+        """Build from a Node object as the API serves it."""
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+        cond = None
+        for c in (body.get("status") or {}).get("conditions") or []:
+            if c.get("type") == CONDITION_NETWORK_UNAVAILABLE:
+                cond = dict(c)
+        return cls(
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            provider_id=spec.get("providerID") or None,
+            labels=dict(meta.get("labels") or {}),
+            pod_cidrs=cidrs,
+            resource_version=str(meta.get("resourceVersion", "")),
+            deleting=bool(meta.get("deletionTimestamp")),
+            condition=cond,
+        )
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A PodCIDRPool body as last seen (kept whole: the IPAM parser reads it)."""
+
+    name: str
+    body: Mapping[str, Any]
+    generation: int
+    deleting: bool
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PoolView:
+        """Build from a PodCIDRPool object."""
+        meta = body.get("metadata") or {}
+        return cls(name=meta.get("name", ""), body=dict(body), generation=int(meta.get("generation") or 0),
+                   deleting=bool(meta.get("deletionTimestamp")))
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """What the NetworkUnavailable condition of a node should say."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+def route_state(ok: bool, problem_reason: str = "", problem_message: str = "") -> NetworkState:
+    """Condition for a node whose routes all exist (ok) or not (with the per-node reason why)."""
+    if ok:
+        return NetworkState(True, REASON_ROUTE_CREATED, "RouteController created a route")
+    detail = f"{problem_reason}: {problem_message}" if problem_reason else problem_message
+    return NetworkState(False, REASON_NO_ROUTE_CREATED, detail or "routes not programmed yet")
+
+
+def condition_is_current(current: Mapping[str, Any] | None, want: NetworkState) -> bool:
+    """True when the node already carries exactly this condition (then no write is needed)."""
+    if current is None:
+        return False
+    return (current.get("status") == ("False" if want.ok else "True")
+            and current.get("reason") == want.reason
+            and current.get("message") == want.message)
+
+
+# ---------------------------------------------------------------------------------------- pool status
+@dataclass
+class PoolFacts:
+    """Everything the controller knows about one pool, from which its status is derived."""
+
+    name: str
+    generation: int
+    allocated: int = 0
+    capacity: int = 0
+    free: int = 0
+    routes_programmed: int = 0
+    invalid: str | None = None          # message of the validation problem, None when valid
+    exhausted: str | None = None        # message when a node could not get a block
+    holders: tuple[str, ...] = ()       # nodes holding blocks (reported while the pool is deleted)
+    deleting: bool = False
+    tables: Sequence[Mapping[str, Any]] = ()           # [{id, used, limit}]
+    nearing: str | None = None          # route limit nearing message
+    reached: str | None = None          # route limit reached message (with the quota/overlay advice)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cond(ctype: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": ctype, "status": "True" if status else "False", "reason": reason, "message": message}
+
+
+def pool_conditions(f: PoolFacts) -> list[dict[str, Any]]:
+    """The pool's conditions (without timestamps): Ready, Exhausted, RouteLimitNearing/Reached, Invalid."""
+    if f.invalid:
+        ready = _cond(POOL_READY, False, "Invalid", f.invalid)
+    elif f.deleting and f.holders:
+        held = ", ".join(f.holders[:20])
+        ready = _cond(POOL_READY, False, "InUse",
+                      f"deletion waits for {len(f.holders)} node(s) holding blocks: {held}")
+    elif f.exhausted:
+        ready = _cond(POOL_READY, False, "Exhausted", f.exhausted)
+    elif f.reached:
+        ready = _cond(POOL_READY, False, "RouteLimitReached", f.reached)
+    else:
+        ready = _cond(POOL_READY, True, "Ready", f"{f.allocated} of {f.capacity} blocks allocated")
+    return [
+        ready,
+        _cond(POOL_EXHAUSTED, bool(f.exhausted), "NoFreeBlocks" if f.exhausted else "BlocksAvailable",
+              f.exhausted or f"{f.free} blocks free"),
+        _cond(POOL_ROUTE_LIMIT_NEARING, bool(f.nearing), "RouteLimitNearing" if f.nearing else "Headroom",
+              f.nearing or "route tables have headroom"),
+        _cond(POOL_ROUTE_LIMIT_REACHED, bool(f.reached), "RouteLimitReached" if f.reached else "Headroom",
+              f.reached or "every route fits"),
+        _cond(POOL_INVALID, bool(f.invalid), "Invalid" if f.invalid else "Valid",
+              f.invalid or "spec is valid"),
+    ]
+
+
+def pool_status(f: PoolFacts, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+    """Full status for a pool; a condition keeps its lastTransitionTime while its status is unchanged."""
+    before = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    conditions = []
+    for c in pool_conditions(f):
+        old = before.get(c["type"])
+        c["lastTransitionTime"] = old.get("lastTransitionTime", now) if old and old.get("status") == \
+            c["status"] else now
+        conditions.append(c)
+    return {
+        "observedGeneration": f.generation,
+        "allocated": f.allocated,
+        "capacity": f.capacity,
+        "free": f.free,
+        "routesProgrammed": f.routes_programmed,
+        "routeTables": [dict(t) for t in f.tables],
+        "conditions": conditions,
+    }
+
+
+def status_differs(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """True when writing `new` would change the pool's status (timestamps aside)."""
+    if not current:
+        return True
+
+    def strip(s: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in s.items() if k in new}
+        out["conditions"] = sorted(
+            ({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []),
+            key=lambda c: str(c.get("type")))
+        return out
+
+    return strip(current) != strip(new)
+
+
+def holders_by_pool(allocations: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """{pool: sorted node names} from (node, pool) pairs."""
+    out: dict[str, list[str]] = {}
+    for node, pool in allocations:
+        out.setdefault(pool, []).append(node)
+    return {p: tuple(sorted(ns)) for p, ns in out.items()}
