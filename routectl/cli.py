@@ -11,6 +11,7 @@ from routectl import __version__
 # (module, attribute) of each click command; imported lazily so `routectl agent` does not pay for boto3.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("routectl.agent.main", "agent"),
+    "controller": ("routectl.controller.main", "controller"),
 }
 
 
