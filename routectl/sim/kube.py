@@ -166,9 +166,26 @@ class KubeEmulator(kmock.KubernetesEmulator):
     address: str = "127.0.0.1:0"
     closing: bool = False
 
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """Entry point from aiohttp: build kmock's Request without kmock's K8s path parsing.
+
+        kmock 0.8's parser fails on some valid paths (e.g. ``/api/v1/namespaces``), and the K8s routing
+        here is our own (:func:`_parse_route`), so only the HTTP parts of the request are filled in.
+        """
+        body = await raw_request.read()
+        request = rendering.Request(
+            id=len(self._requests), raw_request=raw_request, url=raw_request.url, method=raw_request.method,
+            params=dict(raw_request.query), headers=dict(raw_request.headers),
+            cookies=dict(raw_request.cookies), body=body, text=body.decode("utf-8", "replace"))
         if len(self._requests) > 2_000:  # kmock keeps every request with its body; keep it bounded
             del self._requests[:1_000]
+        self._requests.append(request)
+        try:
+            return await self._handle(request)
+        except Exception as e:  # an emulator bug: answer a Status 500 rather than dropping the connection
+            return await self._render_error(e)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         raw = request._raw_request
         path = raw.path if raw is not None else str(request.url.path)
         route = _parse_route(path)
@@ -352,10 +369,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if change.key == rt.key:
                 queue.put_nowait(change)
 
+        assert request._raw_request is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         store.listeners.add(listener)
         try:
-            assert request._raw_request is not None
-            response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request._raw_request)
             for event in events:
                 await self._write_event(response, event)
@@ -381,10 +398,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write_eof()
             return response
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            if request._raw_request is not None and request._raw_request.transport is not None:
-                request._raw_request.transport.close()
-            raise
+        except (ConnectionError, RuntimeError):  # the client went away mid-write: just stop streaming
+            return response
         finally:
             store.listeners.discard(listener)
 
@@ -551,7 +566,7 @@ class KubeServer:
             server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=2.0)
             await runner.setup()
-            site = aiohttp.web.SockSite(runner, sock, shutdown_timeout=2.0)
+            site = aiohttp.web.SockSite(runner, sock)
             await site.start()
             self._ready.set()
             try:

@@ -346,10 +346,10 @@ class Store:
             return old
         if _without(new, "metadata", "status") != _without(old, "metadata", "status"):
             new["metadata"]["generation"] = int(_meta(old).get("generation") or 0) + 1
-        result = self._commit(rt, old, new, "MODIFIED")
-        if _meta(result).get("deletionTimestamp") and not _meta(result).get("finalizers"):
-            return self._remove(rt, result)
-        return result
+        if _meta(new).get("deletionTimestamp") and not _meta(new).get("finalizers"):
+            # The last finalizer is gone: upstream deletes during the update, so watchers see only DELETED.
+            return self._remove(rt, new)
+        return self._commit(rt, old, new, "MODIFIED")
 
     def _commit(self, rt: ResourceType, old: Obj | None, new: Obj, kind: str) -> Obj:
         self.rv += 1
