@@ -308,8 +308,9 @@ class Allocator:
                 findings.append(
                     Finding(node, c, "overlap", f"{c} of node {node} overlaps a reserved range of its pool")
                 )
-        self._holdings[node] = tuple(nets)
-        self._blocks_of[node] = blocks
+        if nets:  # a node whose podCIDRs are all unparsable holds nothing (the findings say why)
+            self._holdings[node] = tuple(nets)
+            self._blocks_of[node] = blocks
         return findings
 
     def release(self, node: str) -> Allocation | None:
@@ -337,7 +338,10 @@ class Allocator:
         return pools[0].spec if pools else None
 
     def allocate(self, node: str, labels: Mapping[str, str] | None = None) -> Allocation:
-        """Give `node` one block per family of its pool, or return what it already holds (idempotent)."""
+        """Give `node` one block per family of its pool, or return what it already holds (idempotent).
+
+        Call it for nodes without podCIDRs; nodes with podCIDRs are recorded with `rebuild`/`occupy`.
+        """
         held = self._holdings.get(node)
         if held is not None:
             return Allocation(node, self._pool_name(held), tuple(map(str, held)))
@@ -403,6 +407,15 @@ class Allocator:
     def allocations(self) -> list[Allocation]:
         """Every holding, sorted by node name."""
         return [a for n in sorted(self._holdings) if (a := self.allocation_of(n)) is not None]
+
+    def used_blocks(self) -> frozenset[str]:
+        """Every node block currently marked used in any pool CIDR (reserved blocks excluded)."""
+        out: set[str] = set()
+        for cset in self._sets.values():
+            for i in range(cset.total):
+                if cset.is_used_index(i) and not cset.is_reserved_index(i):
+                    out.add(str(cset.block(i)))
+        return frozenset(out)
 
     def orphans(self) -> list[Allocation]:
         """Holdings that lie in no configured pool (e.g. their pool was removed)."""

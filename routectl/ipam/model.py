@@ -140,12 +140,14 @@ def _from_resource(cls: type[PoolSpec], obj: Mapping[str, Any]) -> PoolSpec:
         if "cidrs" not in spec:
             raise PoolSpecError("spec.cidrs is required (at least one CIDR)")
         cidrs = _str_list(spec.get("cidrs"), "spec.cidrs")
-        selector = spec.get("nodeSelector") or {}
+        selector = spec.get("nodeSelector")
+        selector = {} if selector is None else selector
         if not isinstance(selector, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
         ):
             raise PoolSpecError(f"spec.nodeSelector must map label names to string values, got {selector!r}")
-        masq = spec.get("masquerade") or {}
+        masq = spec.get("masquerade")
+        masq = {} if masq is None else masq
         if not isinstance(masq, Mapping):
             raise PoolSpecError(f"spec.masquerade must be a mapping, got {masq!r}")
         link_local = masq.get("masqLinkLocal", False)
