@@ -98,15 +98,18 @@ class RouteDriver(Protocol):
         """Every route in our tables (owned flag set), one paginated list per table."""
         ...
 
-    def resolve(self, node: NodeRoutes) -> str:
-        """The node's next-hop target; checks prerequisites; raises NodeProblem for per-node issues."""
+    def resolve(self, node: NodeRoutes, *, check_only: bool = False) -> str:
+        """The node's next-hop target; checks (and unless check_only, fixes) prerequisites.
+
+        Raises NodeProblem for per-node issues, CloudError when the cloud cannot answer.
+        """
         ...
 
-    def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> None:
+    def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
         """Create our route; idempotent (an identical existing route is success, a different one replaced)."""
         ...
 
-    def replace(self, route: CloudRoute, target: str, node: NodeRoutes) -> None:
+    def replace(self, route: CloudRoute, target: str, node: NodeRoutes) -> CloudRoute:
         """Point an owned route at a new target (or repair a blackhole)."""
         ...
 

@@ -238,8 +238,12 @@ class GCERouteDriver:
             if not token:
                 return out
 
-    def resolve(self, node: NodeRoutes) -> str:
-        """`projects/p/zones/z/instances/i` for the node; checks the instance exists and has canIpForward."""
+    def resolve(self, node: NodeRoutes, *, check_only: bool = False) -> str:
+        """`projects/p/zones/z/instances/i` for the node; checks the instance exists and has canIpForward.
+
+        canIpForward cannot be changed on a running instance, so there is nothing to fix: `check_only`
+        is accepted for symmetry with the AWS driver.
+        """
         project, zone, name = parse_provider_id(node.provider_id)
         try:
             inst = self._call("instances.get", lambda: self._clients()["instances"].get(
@@ -266,12 +270,14 @@ class GCERouteDriver:
             project=self.project, route_resource=route, retry=None), mutating=True)
         self._wait(op, f"inserting route {name}")
 
-    def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> None:
+    def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
         """Insert our route; 409 with the same destination and next hop is success, otherwise replaced."""
         name = self.route_name(node, destination)
+        mine = CloudRoute(self.network, canonical_cidr(destination), target, name=name, owned=True,
+                          node=node.name)
         try:
             self._insert(name, destination, target)
-            return
+            return mine
         except gexc.Conflict:
             pass
         except gexc.Forbidden as e:
@@ -283,12 +289,12 @@ class GCERouteDriver:
         existing = self._get(name)
         if existing is None:  # deleted meanwhile: try once more
             self._insert(name, destination, target)
-            return
+            return mine
         if not existing.owned:
             raise CloudError(f"route name {name} is taken by a route routectl does not own; not touching it")
         if existing.destination == canonical_cidr(destination) and existing.target == target:
-            return
-        self.replace(existing, target, node, destination=destination)
+            return mine
+        return self.replace(existing, target, node, destination=destination)
 
     def _get(self, name: str) -> CloudRoute | None:
         try:
@@ -301,16 +307,24 @@ class GCERouteDriver:
         return self._to_cloud_route(r)
 
     def replace(self, route: CloudRoute, target: str, node: NodeRoutes, *,
-                destination: str | None = None) -> None:
+                destination: str | None = None) -> CloudRoute:
         """GCE routes are immutable: delete the owned route, then insert the node's route."""
         self.delete(route)
         dest = destination or route.destination
+        name = self.route_name(node, dest)
         try:
-            self._insert(self.route_name(node, dest), dest, target)
+            self._insert(name, dest, target)
         except gexc.Forbidden as e:
-            raise RouteLimitError(f"re-inserting route for {dest}: {e.message}") from e
+            if _reason(e) == "QUOTA_EXCEEDED":
+                raise RouteLimitError(f"re-inserting route for {dest}: {e.message}") from e
+            raise CloudError(f"re-inserting route for {dest}: {e.message}") from e
+        except gexc.Conflict:
+            existing = self._get(name)
+            if existing is None or not existing.owned or existing.target != target:
+                raise CloudError(f"re-inserting route {name}: name taken meanwhile") from None
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"re-inserting route for {dest}: {e.message}") from e
+        return CloudRoute(self.network, canonical_cidr(dest), target, name=name, owned=True, node=node.name)
 
     def delete(self, route: CloudRoute) -> None:
         """Delete an owned route by name; already gone is success."""

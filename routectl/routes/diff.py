@@ -6,6 +6,7 @@ with provider-specific evidence), and deletions are confined to the cluster CIDR
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -62,10 +63,11 @@ def diff_routes(
     for key, (node, target) in want.items():
         if key not in by_key:
             creates.append(RouteAction("create", key[0], key[1], target, node, None))
-    order = sorted  # deterministic output helps tests and logs
-    return (
-        order(deletes, key=lambda a: (a.table, a.destination))
-        + order(replaces, key=lambda a: (a.table, a.destination))
-        + order(creates, key=lambda a: (a.table, a.destination))
-        + order(keeps, key=lambda a: (a.table, a.destination))
-    )
+    # deterministic, address-ordered output: the same nodes get refused first when a table is full
+    return sorted(deletes, key=_order) + sorted(replaces, key=_order) + sorted(creates, key=_order) \
+        + sorted(keeps, key=_order)
+
+
+def _order(a: RouteAction) -> tuple[str, int, int, int]:
+    net = ipaddress.ip_network(a.destination, strict=False)
+    return (a.table, net.version, int(net.network_address), net.prefixlen)

@@ -1,0 +1,369 @@
+"""AWS route driver on boto3: every node route goes into each of the cluster's route tables (one per AZ).
+
+Tables are found by tag `kubernetes.io/cluster/<id>` (owned|shared) or configured IDs. Routes target the
+instance's primary ENI (an InstanceId target fails for multi-ENI instances). Ownership: one of our tables
+AND destination inside one of our pools AND an ENI/instance target (or a blackhole): gateway, NAT, TGW and
+peering routes are never ours. The route limit is the Service Quotas value vpc/L-93826ACB (50 if denied).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from routectl.cloud.base import (
+    REASON_INSTANCE_NOT_FOUND,
+    REASON_INVALID_PROVIDER_ID,
+    REASON_PREREQUISITE_FAILED,
+    CallCounter,
+    CloudError,
+    NodeProblem,
+    RouteLimitError,
+)
+from routectl.cloud.ratelimit import TokenBucket
+from routectl.cloud.retry import call_with_retry, classify
+from routectl.routes.model import (
+    CloudRoute,
+    NodeRoutes,
+    TableCapacity,
+    canonical_cidr,
+    inside_any,
+    parse_pools,
+)
+
+T = TypeVar("T")
+PROVIDER_ID_RE = re.compile(r"^aws://[^/]*/(?:([a-z]{2}(?:-[a-z]+)+-\d[a-z]?(?:-[a-z0-9-]+)?)/)?(i-[0-9a-f]{8,17})$")
+ROUTE_QUOTA = ("vpc", "L-93826ACB")
+DEFAULT_ROUTE_LIMIT = 50
+TARGET_KEYS = ("NetworkInterfaceId", "InstanceId", "GatewayId", "NatGatewayId", "TransitGatewayId",
+               "VpcPeeringConnectionId", "EgressOnlyInternetGatewayId", "CarrierGatewayId", "LocalGatewayId")
+DESCRIBE_BATCH = 200
+
+
+def parse_provider_id(provider_id: str | None) -> tuple[str | None, str]:
+    """(zone or None, instance id) from `aws:///<zone>/<instance-id>`; NodeProblem when malformed."""
+    if not provider_id:
+        raise NodeProblem(REASON_INVALID_PROVIDER_ID,
+                          "node has no spec.providerID (is the AWS cloud provider set up?)")
+    m = PROVIDER_ID_RE.match(provider_id)
+    if not m:
+        raise NodeProblem(REASON_INVALID_PROVIDER_ID,
+                          f"providerID {provider_id!r} is not of the form aws:///<zone>/<instance-id>")
+    return m.group(1), m.group(2)
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+class AWSRouteDriver:
+    """Routes of one cluster in its AWS route tables (see module docstring)."""
+
+    provider = "aws"
+
+    def __init__(
+        self,
+        cluster_id: str,
+        region: str,
+        *,
+        route_table_ids: Sequence[str] = (),
+        cluster_cidrs: Sequence[str],
+        fix_source_dest_check: bool = True,
+        endpoint_url: str | None = None,
+        rate: float = 4.0,
+        burst: int = 100,
+        concurrency: int = 16,
+        session: boto3.Session | None = None,
+        quota_ttl: float = 3600.0,
+    ) -> None:
+        if not cluster_id and not route_table_ids:
+            raise ValueError("AWS driver needs a cluster_id (tag kubernetes.io/cluster/<id>) "
+                             "or route_table_ids")
+        if not cluster_cidrs:
+            raise ValueError("AWS driver needs the cluster CIDRs (ownership = destination inside our pools)")
+        self.cluster_id = cluster_id
+        self.region = region
+        self.configured_tables = list(route_table_ids)
+        self.pools = parse_pools(list(cluster_cidrs))
+        self.fix_source_dest_check = fix_source_dest_check
+        self.bucket = TokenBucket(rate, burst)
+        self.calls = CallCounter()
+        self.quota_ttl = quota_ttl
+        self.quota_note = ""
+        self._quota: tuple[float, int] | None = None  # (expires, value)
+        self._tables: list[str] | None = None
+        self._sem = threading.BoundedSemaphore(concurrency)
+        cfg = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency + 4,
+                     connect_timeout=10, read_timeout=60)
+        if session is None:
+            session = boto3.Session(region_name=region)
+            if endpoint_url and session.get_credentials() is None:  # local emulator: any key works
+                session = boto3.Session(region_name=region, aws_access_key_id="testing",
+                                        aws_secret_access_key="testing")
+        self.ec2 = session.client("ec2", region_name=region, endpoint_url=endpoint_url, config=cfg)
+        self.quotas = session.client("service-quotas", region_name=region, endpoint_url=endpoint_url,
+                                     config=cfg)
+
+    # ----- plumbing -----
+    def _call(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
+        def attempt() -> T:
+            if mutating:
+                self.bucket.acquire()
+            self.calls.record(op)
+            with self._sem:
+                try:
+                    return fn()
+                except (ClientError, BotoCoreError):
+                    self.calls.error()
+                    raise
+
+        def on_retryable(kind: str, exc: BaseException) -> None:
+            if kind == "throttled":
+                self.calls.throttled()
+                self.bucket.drain()
+
+        return call_with_retry(attempt, on_retryable=on_retryable)
+
+    def _owned(self, r: dict[str, Any], dest: str) -> bool:
+        if r.get("Origin") == "CreateRouteTable" or r.get("GatewayId") == "local":
+            return False
+        if not inside_any(dest, self.pools):
+            return False
+        if any(r.get(k) for k in TARGET_KEYS if k not in ("NetworkInterfaceId", "InstanceId")):
+            return False
+        return bool(r.get("NetworkInterfaceId") or r.get("InstanceId") or r.get("State") == "blackhole")
+
+    def _to_route(self, table: str, r: dict[str, Any]) -> CloudRoute | None:
+        dest = r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")
+        if not dest:  # prefix-list routes: never ours, still counted by capacity via the raw count
+            return CloudRoute(table=table, destination=r.get("DestinationPrefixListId", "?"), target=None,
+                              state=r.get("State", "active"), owned=False)
+        target = next((r[k] for k in TARGET_KEYS if r.get(k)), None)
+        dest = canonical_cidr(dest)
+        return CloudRoute(table=table, destination=dest, target=target, state=r.get("State", "active"),
+                          owned=self._owned(r, dest))
+
+    def _describe_tables(self) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {}
+        if self.configured_tables:
+            kwargs["RouteTableIds"] = self.configured_tables
+        else:
+            kwargs["Filters"] = [{"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{self.cluster_id}"]}]
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page_kwargs = dict(kwargs, **({"NextToken": token} if token else {}))
+            try:
+                resp = self._call("ec2:DescribeRouteTables",
+                                  lambda kw=page_kwargs: self.ec2.describe_route_tables(**kw))
+            except ClientError as e:
+                raise CloudError(f"describing route tables: {_code(e)}: {e}") from e
+            out += resp.get("RouteTables", [])
+            token = resp.get("NextToken")
+            if not token:
+                break
+        if not self.configured_tables:
+            key = f"kubernetes.io/cluster/{self.cluster_id}"
+            out = [t for t in out if any(tag["Key"] == key and tag.get("Value") in ("owned", "shared")
+                                         for tag in t.get("Tags", []))]
+        return sorted(out, key=lambda t: t["RouteTableId"])
+
+    # ----- protocol -----
+    def list_tables(self) -> list[str]:
+        """Our route table IDs (configured, else tagged owned|shared); cached after the first list."""
+        if self._tables is None:
+            if self.configured_tables:
+                self._tables = list(self.configured_tables)
+            else:
+                self._tables = [t["RouteTableId"] for t in self._describe_tables()]
+        return list(self._tables)
+
+    def list_routes(self) -> list[CloudRoute]:
+        """Every route of every table of ours (one paginated DescribeRouteTables), ownership marked."""
+        tables = self._describe_tables()
+        self._tables = [t["RouteTableId"] for t in tables]
+        out: list[CloudRoute] = []
+        for t in tables:
+            for r in t.get("Routes", []):
+                route = self._to_route(t["RouteTableId"], r)
+                if route is not None:
+                    out.append(route)
+        return out
+
+    def _describe_instances(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        resp = self._call("ec2:DescribeInstances", lambda: self.ec2.describe_instances(InstanceIds=ids))
+        return {i["InstanceId"]: i for res in resp.get("Reservations", []) for i in res.get("Instances", [])}
+
+    def _target_of(self, node: NodeRoutes, iid: str, inst: dict[str, Any] | None,
+                   check_only: bool = False) -> str:
+        if inst is None or inst.get("State", {}).get("Name") in ("terminated", "shutting-down"):
+            raise NodeProblem(REASON_INSTANCE_NOT_FOUND,
+                              f"instance {iid} (providerID {node.provider_id}) not found or terminated")
+        primary = next((n for n in inst.get("NetworkInterfaces", [])
+                        if n.get("Attachment", {}).get("DeviceIndex") == 0), None)
+        if primary is None:
+            raise NodeProblem(REASON_PREREQUISITE_FAILED, f"instance {iid} has no primary network interface")
+        eni = primary["NetworkInterfaceId"]
+        if primary.get("SourceDestCheck", inst.get("SourceDestCheck", True)):
+            if check_only or not self.fix_source_dest_check:
+                fix = ("sync will disable it" if self.fix_source_dest_check and check_only
+                       else "disable it, or let routectl do it (fix_source_dest_check)")
+                raise NodeProblem(REASON_PREREQUISITE_FAILED,
+                                  f"source/destination check is enabled on {eni} of instance {iid}: the VPC "
+                                  f"drops pod traffic; {fix}")
+            try:
+                self._call("ec2:ModifyNetworkInterfaceAttribute",
+                           lambda: self.ec2.modify_network_interface_attribute(
+                               NetworkInterfaceId=eni, SourceDestCheck={"Value": False}), mutating=True)
+            except ClientError as e:
+                raise NodeProblem(REASON_PREREQUISITE_FAILED,
+                                  f"could not disable source/destination check on {eni}: {_code(e)}") from e
+        return eni
+
+    def resolve(self, node: NodeRoutes, *, check_only: bool = False) -> str:
+        """The node's primary ENI id; disables (check_only/report mode: reports) the source/dest check."""
+        _, iid = parse_provider_id(node.provider_id)
+        try:
+            found = self._describe_instances([iid])
+        except ClientError as e:
+            if _code(e).startswith("InvalidInstanceID.NotFound"):
+                raise NodeProblem(REASON_INSTANCE_NOT_FOUND,
+                                  f"instance {iid} (providerID {node.provider_id}) not found") from e
+            if _code(e) == "InvalidInstanceID.Malformed":
+                raise NodeProblem(REASON_INVALID_PROVIDER_ID,
+                                  f"malformed instance id in {node.provider_id}") from e
+            raise CloudError(f"describing instance {iid}: {_code(e)}") from e
+        return self._target_of(node, iid, found.get(iid), check_only)
+
+    def resolve_many(self, nodes: Sequence[NodeRoutes], *,
+                     check_only: bool = False) -> dict[str, str | NodeProblem]:
+        """Resolve many nodes with batched DescribeInstances (falls back per node when a batch fails)."""
+        out: dict[str, str | NodeProblem] = {}
+        ids: dict[str, NodeRoutes] = {}
+        for n in nodes:
+            try:
+                ids[parse_provider_id(n.provider_id)[1]] = n
+            except NodeProblem as p:
+                out[n.name] = p
+        keys = list(ids)
+        for i in range(0, len(keys), DESCRIBE_BATCH):
+            batch = keys[i:i + DESCRIBE_BATCH]
+            try:
+                found = self._describe_instances(batch)
+            except ClientError as e:
+                if classify(e) is not None:
+                    raise CloudError(f"describing instances: {_code(e)}") from e
+                for iid in batch:  # one bad id fails the whole call on EC2: go one by one
+                    try:
+                        out[ids[iid].name] = self.resolve(ids[iid], check_only=check_only)
+                    except NodeProblem as p:
+                        out[ids[iid].name] = p
+                continue
+            for iid in batch:
+                try:
+                    out[ids[iid].name] = self._target_of(ids[iid], iid, found.get(iid), check_only)
+                except NodeProblem as p:
+                    out[ids[iid].name] = p
+        return out
+
+    def _dest_kwargs(self, destination: str) -> dict[str, str]:
+        dest = canonical_cidr(destination)
+        return {"DestinationIpv6CidrBlock": dest} if ":" in dest else {"DestinationCidrBlock": dest}
+
+    def _find(self, table: str, destination: str) -> CloudRoute | None:
+        try:
+            resp = self._call("ec2:DescribeRouteTables",
+                              lambda: self.ec2.describe_route_tables(RouteTableIds=[table]))
+        except ClientError as e:
+            raise CloudError(f"describing route table {table}: {_code(e)}") from e
+        for t in resp.get("RouteTables", []):
+            for r in t.get("Routes", []):
+                route = self._to_route(table, r)
+                if route and route.destination == canonical_cidr(destination):
+                    return route
+        return None
+
+    def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
+        """CreateRoute to the ENI; RouteAlreadyExists with another target -> ReplaceRoute (if ours)."""
+        kw = self._dest_kwargs(destination)
+        route = CloudRoute(table, canonical_cidr(destination), target, owned=True, node=node.name)
+        try:
+            self._call("ec2:CreateRoute", lambda: self.ec2.create_route(
+                RouteTableId=table, NetworkInterfaceId=target, **kw), mutating=True)
+            return route
+        except ClientError as e:
+            code = _code(e)
+            if code == "RouteLimitExceeded":
+                raise RouteLimitError(f"route table {table} is full: {e}") from e
+            if code != "RouteAlreadyExists":
+                raise CloudError(f"creating route {destination} in {table}: {code}: {e}") from e
+        existing = self._find(table, destination)
+        if existing is None:  # deleted meanwhile
+            return self.create(table, destination, target, node)
+        if existing.target == target and existing.state == "active":
+            return route
+        if not existing.owned:
+            raise CloudError(f"{destination} in {table} is taken by a route routectl does not own "
+                             f"(target {existing.target}); not touching it")
+        return self.replace(existing, target, node)
+
+    def replace(self, route: CloudRoute, target: str, node: NodeRoutes) -> CloudRoute:
+        """ReplaceRoute of an owned route to the node's ENI (also repairs blackholes)."""
+        if not route.owned:
+            raise CloudError(f"refusing to replace route {route.destination} in {route.table}: not owned")
+        try:
+            self._call("ec2:ReplaceRoute", lambda: self.ec2.replace_route(
+                RouteTableId=route.table, NetworkInterfaceId=target, **self._dest_kwargs(route.destination)),
+                mutating=True)
+        except ClientError as e:
+            raise CloudError(f"replacing route {route.destination} in {route.table}: {_code(e)}: {e}") from e
+        return CloudRoute(route.table, route.destination, target, owned=True, node=node.name)
+
+    def delete(self, route: CloudRoute) -> None:
+        """DeleteRoute of an owned route; already gone is success."""
+        if not route.owned:
+            raise CloudError(f"refusing to delete route {route.destination} in {route.table}: not owned")
+        try:
+            self._call("ec2:DeleteRoute", lambda: self.ec2.delete_route(
+                RouteTableId=route.table, **self._dest_kwargs(route.destination)), mutating=True)
+        except ClientError as e:
+            if _code(e) == "InvalidRoute.NotFound":
+                return
+            raise CloudError(f"deleting route {route.destination} in {route.table}: {_code(e)}: {e}") from e
+
+    def route_limit(self) -> int:
+        """Routes per route table from Service Quotas (cached); 50 when the call is denied/unavailable."""
+        now = time.monotonic()
+        if self._quota and self._quota[0] > now:
+            return self._quota[1]
+        try:
+            resp = self._call("servicequotas:GetServiceQuota", lambda: self.quotas.get_service_quota(
+                ServiceCode=ROUTE_QUOTA[0], QuotaCode=ROUTE_QUOTA[1]))
+            value = int(resp["Quota"]["Value"])
+            self.quota_note = ""
+        except (ClientError, BotoCoreError) as e:
+            value = DEFAULT_ROUTE_LIMIT
+            code = _code(e) if isinstance(e, ClientError) else type(e).__name__
+            self.quota_note = f"GetServiceQuota failed ({code}); assuming the default {DEFAULT_ROUTE_LIMIT}"
+        self._quota = (now + self.quota_ttl, value)
+        return value
+
+    def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
+        """Per table: used = every route in it (local, IGW/NAT, foreign, ours); limit = the quota."""
+        limit = self.route_limit()
+        used = Counter(r.table for r in routes)
+        hint = "adjustable up to 1,000; performance may degrade past 50"
+        if self.quota_note:
+            hint += f"; {self.quota_note}"
+        return [TableCapacity(table=t, used=used[t], limit=limit,
+                              quota_name="the Service Quotas value vpc/L-93826ACB 'Routes per route table'",
+                              raise_to_hint=hint, provider=self.provider)
+                for t in self.list_tables()]

@@ -1,0 +1,345 @@
+"""moto wiring for the AWS side of the simulation: a threaded moto server on 127.0.0.1 with EC2's limits.
+
+Moto has no route limit, no throttling and no blackhole routes, so a small WSGI middleware in front of
+the moto app adds them SERVER-SIDE (every client, in any process, sees them):
+- CreateRoute past the table's quota answers `RouteLimitExceeded` (HTTP 400), as EC2 does; the quota is
+  also what service-quotas GetServiceQuota(vpc, L-93826ACB) answers (configurable, default 50);
+- mutating EC2 calls draw from an EC2-like token bucket (burst B, refill r/s): empty -> HTTP 503
+  `RequestLimitExceeded`; an error rate injects 500 `InternalError`;
+- blackholes: moto's Route.state is patched (in this process) to be computed like EC2 does it: a route
+  whose target ENI is gone or whose instance is terminated is `blackhole`; `blackhole()` forces one.
+Every request is logged under its IAM action name (ec2:CreateRoute, servicequotas:GetServiceQuota, ...).
+One MotoAWS per process at a time: start() resets moto's global state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from io import BytesIO
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+
+from routectl.cloud.ratelimit import TokenBucket
+
+ROUTE_QUOTA_CODE = "L-93826ACB"
+MUTATING_PREFIXES = ("Create", "Delete", "Replace", "Modify", "Associate", "Disassociate", "Run", "Terminate",
+                     "Attach", "Detach")
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+_SERVICE_RE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+_forced_blackholes: set[tuple[str, str | None]] = set()  # (route id, target id when forced)
+_patched = False
+
+
+def _route_target_id(route: Any) -> str | None:
+    if getattr(route, "interface", None) is not None:
+        return route.interface.id
+    if getattr(route, "instance", None) is not None:
+        return route.instance.id
+    return None
+
+
+def _computed_state(route: Any) -> str:
+    """EC2 semantics: blackhole when the target ENI was deleted or the target instance terminated."""
+    if (route.id, _route_target_id(route)) in _forced_blackholes:
+        return "blackhole"
+    backend = route.route_table.ec2_backend
+    eni = getattr(route, "interface", None)
+    if eni is not None:
+        if eni.id not in backend.enis:
+            return "blackhole"
+        inst = getattr(eni, "instance", None)
+        if inst is not None and inst._state.name in ("terminated", "stopped"):
+            return "blackhole"
+    inst = getattr(route, "instance", None)
+    if inst is not None and inst._state.name in ("terminated", "stopped"):
+        return "blackhole"
+    return "active"
+
+
+def _patch_moto_route_state() -> None:
+    global _patched
+    if not _patched:
+        from moto.ec2.models.route_tables import Route
+
+        Route.state = property(_computed_state)  # type: ignore[method-assign,assignment]
+        _patched = True
+
+
+class _Middleware:
+    """WSGI wrapper adding EC2's route limit, throttling, injected errors and the IAM call log."""
+
+    def __init__(self, app: Callable[..., Any], sim: MotoAWS) -> None:
+        self.app = app
+        self.sim = sim
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        m = _SERVICE_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        service = m.group(1) if m else ""
+        sim = self.sim
+        if service == "ec2":
+            params = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+            action = params.get("Action", "")
+            sim._log(f"ec2:{action}")
+            if sim.latency:
+                time.sleep(sim.latency)
+            mutating = action.startswith(MUTATING_PREFIXES)
+            if mutating and sim.bucket is not None and not sim.bucket.try_acquire():
+                with sim._lock:
+                    sim.throttled += 1
+                return _ec2_error(start_response, 503, "RequestLimitExceeded", "Request limit exceeded.")
+            if sim.error_rate and sim._rng.random() < sim.error_rate:
+                with sim._lock:
+                    sim.injected_errors += 1
+                return _ec2_error(start_response, 500, "InternalError",
+                                  "An internal error has occurred (injected).")
+            if action == "CreateRoute":
+                with sim._create_lock:  # count + create atomically, as the real limit is
+                    table = params.get("RouteTableId", "")
+                    used = sim.used(table)
+                    if used is not None and used >= sim.route_limit:
+                        return _ec2_error(start_response, 400, "RouteLimitExceeded",
+                                          f"The maximum number of routes ({sim.route_limit}) has been "
+                                          f"reached for route table {table}.")
+                    return self.app(environ, start_response)
+        elif service == "servicequotas":
+            action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+            sim._log(f"servicequotas:{action}")
+            req = json.loads(body or b"{}")
+            if action == "GetServiceQuota" and req.get("QuotaCode") == ROUTE_QUOTA_CODE:
+                if sim.deny_quota:
+                    return _json(start_response, 400, {
+                        "__type": "AccessDeniedException",
+                        "message": "User is not authorized to perform: servicequotas:GetServiceQuota"})
+                return _json(start_response, 200, {"Quota": {
+                    "ServiceCode": "vpc", "ServiceName": "Amazon Virtual Private Cloud (Amazon VPC)",
+                    "QuotaCode": ROUTE_QUOTA_CODE, "QuotaName": "Routes per route table",
+                    "Value": float(sim.route_limit), "Unit": "None", "Adjustable": True, "GlobalQuota": False,
+                    "QuotaArn": f"arn:aws:servicequotas:{sim.region}:123456789012:vpc/{ROUTE_QUOTA_CODE}"}})
+        elif service:
+            sim._log(f"{service}:{environ.get('HTTP_X_AMZ_TARGET', '').rpartition('.')[2] or '?'}")
+        return self.app(environ, start_response)
+
+
+def _ec2_error(start_response: Callable[..., Any], status: int, code: str, message: str) -> list[bytes]:
+    reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+           f"<Message>{message}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>")
+    data = xml.encode()
+    start_response(f"{status} {reason}", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _json(start_response: Callable[..., Any], status: int, payload: Any) -> list[bytes]:
+    data = json.dumps(payload).encode()
+    start_response(f"{status} {'OK' if status == 200 else 'Bad Request'}",
+                   [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class MotoAWS:
+    """A moto server with a VPC, per-AZ route tables tagged for the cluster, an IGW and node instances."""
+
+    def __init__(
+        self,
+        cluster_id: str = "sim",
+        region: str = "us-east-1",
+        *,
+        azs: Iterable[str] = ("us-east-1a",),
+        vpc_cidr: str = "10.0.0.0/16",
+        route_limit: int = 50,
+        rate: float | None = None,
+        burst: int | None = None,
+        latency: float = 0.0,
+        error_rate: float = 0.0,
+        deny_quota: bool = False,
+        tag_value: str = "owned",
+        port: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.region = region
+        self.azs = list(azs)
+        self.vpc_cidr = vpc_cidr
+        self.route_limit = route_limit
+        self.bucket = TokenBucket(rate, burst or max(1, int(rate))) if rate else None
+        self.latency = latency
+        self.error_rate = error_rate
+        self.deny_quota = deny_quota
+        self.tag_value = tag_value
+        self._port = port
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
+        self.call_log: list[str] = []
+        self.throttled = 0
+        self.injected_errors = 0
+        self.vpc_id = ""
+        self.igw_id = ""
+        self.subnets: dict[str, str] = {}
+        self.route_tables: dict[str, str] = {}  # az -> route table id
+        self.nodes: dict[str, dict[str, str]] = {}  # node name -> instance, eni, az, providerID
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._subnet_ids = itertools.count(1)
+
+    # ----- lifecycle -----
+    def start(self) -> MotoAWS:
+        """Start the server on 127.0.0.1, reset moto and build the VPC, subnets, IGW and tagged tables."""
+        from moto.moto_server import werkzeug_app as mw
+        from werkzeug.serving import make_server
+
+        _patch_moto_route_state()
+        _forced_blackholes.clear()
+        class QuietHandler(mw.MotoRequestHandler):  # type: ignore[misc,valid-type]
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        app = _Middleware(mw.DomainDispatcherApplication(mw.create_backend_app), self)
+        self._server = make_server("127.0.0.1", self._port, app, threaded=True, request_handler=QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread.start()
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"))
+        self._build()
+        self.reset_log()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> MotoAWS:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        """http://127.0.0.1:PORT"""
+        assert self._server is not None, "call start() first"
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def session(self) -> boto3.Session:
+        """A boto3 session with the dummy credentials moto accepts."""
+        return boto3.Session(region_name=self.region, **CREDENTIALS)
+
+    def client(self, service: str = "ec2") -> Any:
+        """An admin client (its calls are logged too; use `reset_log()` after arranging)."""
+        return self.session().client(service, endpoint_url=self.endpoint)
+
+    def _backend(self) -> Any:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[DEFAULT_ACCOUNT_ID][self.region]
+
+    def _build(self) -> None:
+        ec2 = self.client()
+        self.vpc_id = ec2.create_vpc(CidrBlock=self.vpc_cidr)["Vpc"]["VpcId"]
+        self.igw_id = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=self.igw_id, VpcId=self.vpc_id)
+        base = self.vpc_cidr.split(".")
+        for az in self.azs:
+            cidr = f"{base[0]}.{base[1]}.{next(self._subnet_ids)}.0/24"
+            self.subnets[az] = ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=cidr,
+                                                 AvailabilityZone=az)["Subnet"]["SubnetId"]
+            rtb = ec2.create_route_table(VpcId=self.vpc_id, TagSpecifications=[{
+                "ResourceType": "route-table",
+                "Tags": [{"Key": f"kubernetes.io/cluster/{self.cluster_id}", "Value": self.tag_value},
+                         {"Key": "Name", "Value": f"{self.cluster_id}-{az}"}]}])["RouteTable"]["RouteTableId"]
+            ec2.associate_route_table(RouteTableId=rtb, SubnetId=self.subnets[az])
+            ec2.create_route(RouteTableId=rtb, DestinationCidrBlock="0.0.0.0/0", GatewayId=self.igw_id)
+            self.route_tables[az] = rtb
+
+    # ----- arrangement -----
+    @property
+    def route_table_ids(self) -> list[str]:
+        """Our tagged route tables, one per AZ."""
+        return list(self.route_tables.values())
+
+    def add_node(self, name: str, az: str | None = None, *, source_dest_check: bool = True,
+                 extra_enis: int = 0) -> str:
+        """Run an instance for node `name` (primary ENI at device 0); returns providerID aws:///<az>/<id>."""
+        az = az or self.azs[len(self.nodes) % len(self.azs)]
+        ec2 = self.client()
+        inst = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.small",
+                                 SubnetId=self.subnets[az], TagSpecifications=[{
+                                     "ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
+                                 )["Instances"][0]
+        iid = inst["InstanceId"]
+        eni = next(n["NetworkInterfaceId"] for n in inst["NetworkInterfaces"]
+                   if n["Attachment"]["DeviceIndex"] == 0)
+        for i in range(extra_enis):
+            extra = ec2.create_network_interface(SubnetId=self.subnets[az])["NetworkInterface"]
+            extra = extra["NetworkInterfaceId"]
+            ec2.attach_network_interface(NetworkInterfaceId=extra, InstanceId=iid, DeviceIndex=i + 1)
+        if not source_dest_check:
+            ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, SourceDestCheck={"Value": False})
+        pid = f"aws:///{az}/{iid}"
+        self.nodes[name] = {"instance": iid, "eni": eni, "az": az, "providerID": pid}
+        return pid
+
+    def terminate_node(self, name: str) -> None:
+        """Terminate the node's instance: routes targeting its ENI become blackholes (as on EC2)."""
+        self.client().terminate_instances(InstanceIds=[self.nodes[name]["instance"]])
+
+    def blackhole(self, table: str, destination: str) -> None:
+        """Force one route into the blackhole state (until its target is replaced)."""
+        for r in self._backend().route_tables[table].routes:
+            if destination in (r.destination_cidr_block, r.destination_ipv6_cidr_block):
+                _forced_blackholes.add((r.id, _route_target_id(r)))
+                return
+        raise KeyError(f"no route {destination} in {table}")
+
+    def add_foreign_route(self, table: str, destination: str, **target: str) -> None:
+        """A route someone else owns (e.g. GatewayId=igw, NetworkInterfaceId=eni of another system)."""
+        self.client().create_route(RouteTableId=table, DestinationCidrBlock=destination, **target)
+
+    # ----- inspection -----
+    def used(self, table: str) -> int | None:
+        """Routes in a table (local, IGW, foreign, ours) straight from moto's state; None if unknown."""
+        rt = self._backend().route_tables.get(table)
+        return None if rt is None else len(rt.routes)
+
+    def routes(self, table: str) -> dict[str, dict[str, str | None]]:
+        """destination -> {target, state} of a table, straight from moto's state (not logged)."""
+        out: dict[str, dict[str, str | None]] = {}
+        for r in self._backend().route_tables[table].routes:
+            dest = r.destination_cidr_block or r.destination_ipv6_cidr_block
+            gw = r.gateway.id if getattr(r, "gateway", None) is not None else None
+            target = _route_target_id(r) or gw or ("local" if r.local else None)
+            out[dest] = {"target": target, "state": r.state}
+        return out
+
+    def _log(self, action: str) -> None:
+        with self._lock:
+            self.call_log.append(action)
+
+    def calls(self, action: str | None = None) -> int:
+        """Logged calls (optionally only IAM action `action`, e.g. "ec2:CreateRoute")."""
+        with self._lock:
+            return sum(1 for a in self.call_log if action is None or a == action)
+
+    def reset_log(self) -> None:
+        """Forget logged calls and counters."""
+        with self._lock:
+            self.call_log.clear()
+            self.throttled = 0
+            self.injected_errors = 0
