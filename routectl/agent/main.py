@@ -17,6 +17,7 @@ from routectl.agent.sync import MasqSyncer, SyncResult, compute_desired
 log = logging.getLogger("routectl.agent")
 
 _DEBOUNCE_SECONDS = 0.2
+_STOP_POLL_SECONDS = 0.5
 
 
 def make_runner(netns: str | None) -> Runner:
@@ -66,7 +67,9 @@ class AgentLoop:
                 self.sync_once()
             except Exception as exc:
                 log.error("sync failed: %s", exc)
-            trigger.wait(self.resync)
+            deadline = time.monotonic() + self.resync
+            while not (stop.is_set() or trigger.is_set()) and time.monotonic() < deadline:
+                trigger.wait(min(_STOP_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
             if stop.is_set():
                 break
             time.sleep(_DEBOUNCE_SECONDS)  # coalesce a burst of watch events into one sync
