@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
-from routectl.sim import kube_patch
+from routectl.sim import kube_patch, kube_schema
 
 Obj = dict[str, Any]
 ResKey = tuple[str, str]  # (group, plural)
@@ -243,7 +241,8 @@ class Store:
             meta.pop(k, None)
         if rt.status_subresource and not rt.keep_status_on_create:
             obj.pop("status", None)
-        self._validate(rt, obj, None)
+        obj = self._validate(rt, obj, None)
+        meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_iso()
         meta["generation"] = 1
@@ -339,7 +338,7 @@ class Store:
         new.setdefault("apiVersion", old.get("apiVersion"))
         new.setdefault("kind", old.get("kind"))
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        self._validate(rt, new, old)
+        new = self._validate(rt, new, old)
         if rt.key == ("", "nodes"):
             self._normalise_node(new)
         if new == old:  # a no-op write: no new resourceVersion, no event (as upstream)
@@ -431,7 +430,8 @@ class Store:
             }
 
     # ------------------------------------------------------------------------------- validation
-    def _validate(self, rt: ResourceType, new: Obj, old: Obj | None) -> None:
+    def _validate(self, rt: ResourceType, new: Obj, old: Obj | None) -> Obj:
+        """Validate (422 on failure); custom resources are also pruned and defaulted. Returns the result."""
         name = _meta(new).get("name", "")
         if rt.key == ("", "nodes"):
             self._validate_node(rt, name, new, old)
@@ -441,10 +441,10 @@ class Store:
             version = str(new.get("apiVersion", "")).rpartition("/")[2] or rt.storage_version
             schema = rt.schemas.get(version) or rt.schemas.get(rt.storage_version)
             if schema:
-                causes = [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-                          for e in jsonschema.Draft7Validator(schema).iter_errors(_without(new, "metadata"))]
+                new, causes = kube_schema.admit(new, schema)
                 if causes:
-                    raise invalid(rt, name, sorted(causes))
+                    raise invalid(rt, name, causes)
+        return new
 
     @staticmethod
     def _normalise_node(obj: Obj) -> None:

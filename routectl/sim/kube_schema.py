@@ -1,0 +1,91 @@
+"""Structural-schema handling for custom resources, as kube-apiserver does it: prune, default, validate.
+
+Pure functions over a CRD version's ``openAPIV3Schema``. Pruning drops fields the schema does not declare
+(unless ``x-kubernetes-preserve-unknown-fields``), defaulting fills ``default`` values top-down, validation
+uses jsonschema with ``nullable``, ``x-kubernetes-int-or-string`` and list-type ``set`` translated. CEL rules
+(``x-kubernetes-validations``) are NOT evaluated.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+
+Schema = dict[str, Any]
+ROOT_KEEP = ("apiVersion", "kind", "metadata")
+
+
+def prune(value: Any, schema: Schema, root: bool = True) -> Any:
+    """A copy of ``value`` without the object fields that ``schema`` does not declare."""
+    if isinstance(value, dict) and schema.get("type", "object") == "object":
+        if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+            return copy.deepcopy(value)
+        props: dict[str, Schema] = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if root and key in ROOT_KEEP:
+                out[key] = copy.deepcopy(item)
+            elif key in props:
+                out[key] = prune(item, props[key], root=False)
+            elif isinstance(extra, dict):
+                out[key] = prune(item, extra, root=False)
+            elif extra is True or schema.get("x-kubernetes-preserve-unknown-fields"):
+                out[key] = copy.deepcopy(item)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(item, schema["items"], root=False) for item in value]
+    return copy.deepcopy(value)
+
+
+def apply_defaults(value: Any, schema: Schema) -> Any:
+    """Fill ``default`` values for absent object fields, recursing into what exists (top-down, in place)."""
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = apply_defaults(value[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in list(value):
+                if key not in (schema.get("properties") or {}):
+                    value[key] = apply_defaults(value[key], extra)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def to_jsonschema(schema: Any) -> Any:
+    """Translate the Kubernetes OpenAPI dialect into plain JSON Schema for validation."""
+    if isinstance(schema, list):
+        return [to_jsonschema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: to_jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")
+           and k not in ("nullable", "default", "format")}
+    if schema.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out = {"anyOf": [{"type": "integer"}, {"type": "string"}], **out}
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
+    return out
+
+
+def validate(obj: dict[str, Any], schema: Schema) -> list[str]:
+    """Human-readable causes (empty when valid); metadata is not checked against the schema."""
+    body = {k: v for k, v in obj.items() if k != "metadata"}
+    validator = jsonschema.Draft7Validator(to_jsonschema(schema))
+    return sorted(f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+                  for e in validator.iter_errors(body))
+
+
+def admit(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[str]]:
+    """Prune, default and validate: the object to store and the validation causes."""
+    pruned = prune(obj, schema)
+    defaulted = apply_defaults(pruned, schema)
+    return defaulted, validate(defaulted, schema)
