@@ -12,6 +12,7 @@ from routectl import __version__
 _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("routectl.agent.main", "agent"),
     "controller": ("routectl.controller.main", "controller"),
+    "ipam": ("routectl.ipam.cli", "ipam"),
 }
 
 
