@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import click
 
-from routectl.agent.iptables import BACKENDS, Iptables, Runner
+from routectl.agent.iptables import BACKENDS, Iptables, IptablesError, Runner
+from routectl.agent.rules import RulesError
 from routectl.agent.sync import MasqSyncer, SyncResult, compute_desired
 
 log = logging.getLogger("routectl.agent")
@@ -104,7 +105,10 @@ def agent(node_name: str | None, kubeconfig: str | None, resync: float, random_f
     from routectl.agent.kube import KubeSource, load_api_client  # imports the kubernetes client
 
     source = KubeSource(load_api_client(kubeconfig), node_name)
-    ipt = Iptables.detect(runner, iptables_backend)
+    try:
+        ipt = Iptables.detect(runner, iptables_backend)
+    except (IptablesError, RulesError) as exc:
+        raise click.ClickException(f"cannot use iptables: {exc}") from exc
 
     def report(message: str) -> None:
         source.record_event(message)

@@ -233,9 +233,9 @@ def choose_backend(
 ) -> str:
     """Pick "nft" or "legacy" the way kubernetes-sigs/iptables-wrappers does.
 
-    A kubelet hint chain (KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY) wins; otherwise the backend with
-    more rules, legacy winning ties only when it has some (a node with no rules at all gets nft, the
-    default of current distributions). None means that backend's tools are missing.
+    A kubelet hint chain (KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY) wins; otherwise legacy when it has
+    at least 10 rules or more rules than nft, else nft (ties, e.g. a node with no rules at all, get nft,
+    the default of current distributions). None means that backend's tools are missing.
     """
     if legacy_save is None and nft_save is None:
         raise RulesError("neither iptables-nft-save nor iptables-legacy-save is available")
@@ -248,9 +248,7 @@ def choose_backend(
     if legacy_hint:
         return "legacy"
     legacy_n, nft_n = rule_count(legacy_save), rule_count(nft_save)
-    if legacy_n >= 10:
-        return "legacy"
-    if legacy_n > 0 and legacy_n >= nft_n:
+    if legacy_n >= 10 or legacy_n > nft_n:
         return "legacy"
     return "nft"
 

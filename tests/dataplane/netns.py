@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent
 PEER_SERVER = HERE / "peer_server.py"
 PEER_CLIENT = HERE / "peer_client.py"
 
-REQUIRED_TOOLS = ("ip", "iptables-nft-restore", "iptables-nft-save", "ip6tables-nft-restore", "cat", "tee")
+REQUIRED_TOOLS = ("ip", "cat", "tee", *(f"{tool}-{backend}-{verb}" for tool in ("iptables", "ip6tables")
+                                         for backend in ("nft", "legacy") for verb in ("save", "restore")))
 
 
 def sh(*argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -43,9 +44,10 @@ def missing_prerequisite() -> str | None:
     if proc.returncode != 0:
         return f"cannot create a network namespace: {proc.stderr.strip()}"
     try:
-        probe = sh("ip", "netns", "exec", name, "iptables-nft-save", "-t", "nat", check=False)
-        if probe.returncode != 0:
-            return f"iptables (nft) does not work inside a namespace: {probe.stderr.strip()}"
+        for backend in ("nft", "legacy"):
+            probe = sh("ip", "netns", "exec", name, f"iptables-{backend}-save", "-t", "nat", check=False)
+            if probe.returncode != 0:
+                return f"iptables ({backend}) does not work inside a namespace: {probe.stderr.strip()}"
     finally:
         sh("ip", "netns", "del", name, check=False)
     return None

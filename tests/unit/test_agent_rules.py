@@ -188,6 +188,7 @@ def test_render_cleanup_removes_only_ours():
         ("", None, {}, "legacy"),
         ("", "", {}, "nft"),
         ("-A X\n" * 3, "-A X\n", {}, "legacy"),
+        ("-A X\n" * 3, "-A X\n" * 3, {}, "nft"),
         ("-A X\n", "-A X\n" * 3, {}, "nft"),
         ("-A X\n" * 12, "-A X\n" * 50, {}, "legacy"),  # iptables-wrappers: >= 10 legacy rules wins
         ("-A X\n" * 3, "", {"nft_hint": True}, "nft"),
