@@ -219,6 +219,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
             if path.rstrip("/") in ("/healthz", "/readyz", "/livez"):
                 return "discovery", aiohttp.web.Response(text="ok")
+            if path.startswith("/openapi/v3"):
+                return "discovery", _json(self._openapi_v3(path))
             return "discovery", _json(self._discovery(path, route))
         rt = self.store.resolve(route.group, route.version, route.plural)
         ns = route.namespace if rt.namespaced else None
@@ -227,6 +229,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if not rt.namespaced and route.namespace is not None:
             raise ApiError(404, "NotFound", f"{rt.plural} is cluster-scoped, not in namespaces ({path})")
         params = request.params
+        if params.get("dryRun"):
+            raise bad_request("dryRun is not emulated by routectl's Kubernetes API emulator")
+        fv = params.get("fieldValidation", "")
         body = self._body(request, method)
         if route.name is None:
             if method == "GET" and params.get("watch") in ("true", "1"):
@@ -234,7 +239,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if method == "GET":
                 return "list", _json(self._list(rt, route, params))
             if method == "POST":
-                return "create", _json(self._out(self.store.create(rt, ns, body), route), 201)
+                return "create", _json(self._out(self.store.create(rt, ns, body, fv), route), 201)
             if method == "DELETE":
                 return "deletecollection", _json(self._delete_collection(rt, route, params, body))
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection")
@@ -249,12 +254,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 raise ApiError(404, "NotFound", f"{rt.plural} has no status subresource")
             return "get", _json(self._out(self.store.get(rt, ns, route.name), route))
         if method == "PUT":
-            return "update", _json(self._out(self.store.update(rt, ns, route.name, body, route.subresource),
-                                             route))
+            return "update", _json(self._out(
+                self.store.update(rt, ns, route.name, body, route.subresource, fv), route))
         if method == "PATCH":
             ctype = request.headers.get("Content-Type", "")
             return "patch", _json(self._out(
-                self.store.patch(rt, ns, route.name, ctype, body, route.subresource), route))
+                self.store.patch(rt, ns, route.name, ctype, body, route.subresource, fv), route))
         if method == "DELETE":
             if route.subresource is not None:
                 raise ApiError(405, "MethodNotAllowed", "DELETE is not allowed on a subresource")
@@ -452,6 +457,39 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     "groupVersion": f"{route.group}/{route.version}" if route.group else route.version,
                     "resources": [r for rt in sorted(served, key=lambda t: t.plural) for r in self._rows(rt)]}
         raise ApiError(404, "NotFound", f"the server could not find the requested resource ({clean})")
+
+    def _openapi_v3(self, path: str) -> Obj:
+        """A skeletal OpenAPI v3: enough for kubectl to see server-side field validation on every kind.
+
+        No component schemas are served, so kubectl falls back to merge patches for custom resources and
+        to its built-in types for the core ones (``kubectl explain`` does not work).
+        """
+        gvs: dict[str, list[ResourceType]] = {}
+        for rt in self.store.types.values():
+            for v in rt.versions:
+                gvs.setdefault(f"apis/{rt.group}/{v}" if rt.group else f"api/{v}", []).append(rt)
+        wanted = path.removeprefix("/openapi/v3").strip("/")
+        if not wanted:
+            tag = f"{len(self.store.types):x}{self.store.rv:x}"
+            return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={tag}"}
+                              for gv in sorted(gvs)}}
+        if wanted not in gvs:
+            raise ApiError(404, "NotFound", f"no OpenAPI document for {wanted}")
+        paths: Obj = {}
+        for rt in gvs[wanted]:
+            version = wanted.rsplit("/", 1)[1]
+            gvk = {"group": rt.group, "version": version, "kind": rt.kind}
+            fv = [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}]
+
+            def op(params: list[Obj], gvk: Obj = gvk) -> Obj:
+                return {"x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {}}
+
+            scope = "namespaces/{namespace}/" if rt.namespaced else ""
+            base = f"/{wanted}/{scope}{rt.plural}"
+            paths[base] = {"get": op([]), "post": op(fv)}
+            paths[f"{base}/{{name}}"] = {"get": op([]), "put": op(fv), "patch": op(fv), "delete": op([])}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+                "paths": paths, "components": {"schemas": {}}}
 
     @staticmethod
     def _group(group: str, versions: list[str]) -> Obj:

@@ -40,6 +40,30 @@ def prune(value: Any, schema: Schema, root: bool = True) -> Any:
     return copy.deepcopy(value)
 
 
+def unknown_fields(value: Any, schema: Schema, path: str = "", root: bool = True) -> list[str]:
+    """Dotted paths of the fields that :func:`prune` would drop (for strict field validation)."""
+    found: list[str] = []
+    if isinstance(value, dict) and schema.get("type", "object") == "object":
+        if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+            return found
+        props: dict[str, Schema] = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            if root and key in ROOT_KEEP:
+                continue
+            if key in props:
+                found += unknown_fields(item, props[key], child, root=False)
+            elif isinstance(extra, dict):
+                found += unknown_fields(item, extra, child, root=False)
+            elif not (extra is True or schema.get("x-kubernetes-preserve-unknown-fields")):
+                found.append(child)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]", root=False)
+    return found
+
+
 def apply_defaults(value: Any, schema: Schema) -> Any:
     """Fill ``default`` values for absent object fields, recursing into what exists (top-down, in place)."""
     if isinstance(value, dict):

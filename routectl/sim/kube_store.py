@@ -208,7 +208,7 @@ class Store:
         return items
 
     # --------------------------------------------------------------------------------------- writes
-    def create(self, rt: ResourceType, namespace: str | None, body: Any) -> Obj:
+    def create(self, rt: ResourceType, namespace: str | None, body: Any, field_validation: str = "") -> Obj:
         """POST: validate, stamp metadata, store, emit ADDED. 409 AlreadyExists for a taken name."""
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
@@ -241,7 +241,7 @@ class Store:
             meta.pop(k, None)
         if rt.status_subresource and not rt.keep_status_on_create:
             obj.pop("status", None)
-        obj = self._validate(rt, obj, None)
+        obj = self._validate(rt, obj, None, field_validation)
         meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_iso()
@@ -250,7 +250,7 @@ class Store:
         return self._commit(rt, None, obj, "ADDED")
 
     def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
-               subresource: str | None = None) -> Obj:
+               subresource: str | None = None, field_validation: str = "") -> Obj:
         """PUT: replace with an optional resourceVersion precondition (409 when stale)."""
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
@@ -261,12 +261,16 @@ class Store:
                               f"({name})")
         self._check_type_fields(rt, body)
         new = copy.deepcopy(body)
-        return self._write(rt, old, new, subresource)
+        return self._write(rt, old, new, subresource, field_validation)
 
     def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str, patch: Any,
-              subresource: str | None = None) -> Obj:
+              subresource: str | None = None, field_validation: str = "") -> Obj:
         """PATCH with merge / JSON / strategic merge semantics (see kube_patch)."""
         old = self.get(rt, namespace, name)
+        if rt.crd_name and content_type.split(";")[0].strip().lower() == kube_patch.STRATEGIC:
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                           "accepted media types include: application/json-patch+json, "
+                           "application/merge-patch+json, application/apply-patch+yaml")
         try:
             new = kube_patch.apply_patch(content_type, old, patch)
         except kube_patch.PatchError as e:
@@ -274,7 +278,7 @@ class Store:
             raise ApiError(e.status, reason, str(e)) from None
         if _meta(new).get("name") != name:
             raise bad_request("metadata.name cannot be changed by a patch")
-        return self._write(rt, old, new, subresource)
+        return self._write(rt, old, new, subresource, field_validation)
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str, options: Any = None) -> Obj:
         """DELETE: with finalizers, set deletionTimestamp and keep the object; else remove it now."""
@@ -299,7 +303,8 @@ class Store:
         return self._remove(rt, old)
 
     # ------------------------------------------------------------------------------------ internals
-    def _write(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
+    def _write(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None,
+               field_validation: str = "") -> Obj:
         name = _meta(old)["name"]
         if subresource not in (None, "status") or (subresource == "status" and not rt.status_subresource):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource "
@@ -338,7 +343,7 @@ class Store:
         new.setdefault("apiVersion", old.get("apiVersion"))
         new.setdefault("kind", old.get("kind"))
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        new = self._validate(rt, new, old)
+        new = self._validate(rt, new, old, field_validation)
         if rt.key == ("", "nodes"):
             self._normalise_node(new)
         if new == old:  # a no-op write: no new resourceVersion, no event (as upstream)
@@ -430,8 +435,12 @@ class Store:
             }
 
     # ------------------------------------------------------------------------------- validation
-    def _validate(self, rt: ResourceType, new: Obj, old: Obj | None) -> Obj:
-        """Validate (422 on failure); custom resources are also pruned and defaulted. Returns the result."""
+    def _validate(self, rt: ResourceType, new: Obj, old: Obj | None, field_validation: str = "") -> Obj:
+        """Validate (422 on failure); custom resources are also pruned and defaulted. Returns the result.
+
+        ``field_validation="Strict"`` (what kubectl sends) turns unknown custom-resource fields into a 400
+        instead of pruning them silently, as upstream's server-side field validation does.
+        """
         name = _meta(new).get("name", "")
         if rt.key == ("", "nodes"):
             self._validate_node(rt, name, new, old)
@@ -441,6 +450,10 @@ class Store:
             version = str(new.get("apiVersion", "")).rpartition("/")[2] or rt.storage_version
             schema = rt.schemas.get(version) or rt.schemas.get(rt.storage_version)
             if schema:
+                unknown = kube_schema.unknown_fields(new, schema)
+                if unknown and field_validation == "Strict":
+                    raise bad_request("strict decoding error: " + ", ".join(
+                        f'unknown field "{f}"' for f in unknown))
                 new, causes = kube_schema.admit(new, schema)
                 if causes:
                     raise invalid(rt, name, causes)

@@ -387,3 +387,25 @@ def test_request_log_counts_writes_per_resource(kube: KubeServer, api: kubernete
     assert kube.requests.counters(since=mark)[("get", "nodes", None)] == 1
     kube.patch("v1", "Node", "n1", {"metadata": {"labels": {"direct": "1"}}})  # helpers bypass HTTP
     assert kube.requests.count(resource="nodes", writes=True, since=mark) == 1
+
+
+def test_kubectl_facing_behaviour(kube: KubeServer) -> None:
+    kube.install_crd(pool_crd())
+    base = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+    pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PodCIDRPool", "metadata": {"name": "p"},
+            "spec": {"cidrs": ["10.0.0.0/16"], "typo": 1}}
+    code, body = raw(kube, "POST", f"{base}?fieldValidation=Strict", pool)
+    assert code == 400 and 'unknown field "spec.typo"' in body["message"]
+    code, body = raw(kube, "POST", base, pool)  # default: pruned silently
+    assert code == 201 and "typo" not in body["spec"]
+    code, _ = raw(kube, "PATCH", f"{base}/p", {"spec": {"cidrs": []}},
+                  "application/strategic-merge-patch+json")
+    assert code == 415  # custom resources do not take strategic merge patches, as upstream
+    code, body = raw(kube, "DELETE", f"{base}/p?dryRun=All")
+    assert code == 400 and "dryRun" in body["message"] and kube.exists(f"{GROUP}/{VERSION}", "pcp", "p")
+    code, body = raw(kube, "GET", "/openapi/v3")
+    assert code == 200 and f"apis/{GROUP}/{VERSION}" in body["paths"]
+    code, doc = raw(kube, "GET", body["paths"][f"apis/{GROUP}/{VERSION}"]["serverRelativeURL"])
+    op = doc["paths"][f"{base}/{{name}}"]["patch"]
+    assert op["x-kubernetes-group-version-kind"]["kind"] == "PodCIDRPool"
+    assert [p["name"] for p in op["parameters"]] == ["fieldValidation"]
