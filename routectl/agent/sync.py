@@ -126,7 +126,10 @@ class MasqSyncer:
     _reported: str | None = field(default=None, repr=False)
 
     def sync(self, desired: Desired) -> SyncResult:
-        """Install `desired` (or the last good rules when it has errors); zero writes when unchanged."""
+        """Install `desired` (or the last good rules when it has errors); zero writes when unchanged.
+
+        Raises SysctlError (after the rules are in place) when forwarding is off and cannot be enabled.
+        """
         result = SyncResult(errors=desired.errors)
         if desired.errors:
             specs = self._fallback(desired, result)
@@ -138,12 +141,14 @@ class MasqSyncer:
         if not specs and not desired.pod_cidrs:
             log.info("node has no podCIDR yet; no masquerade rules to install")
         before = self.iptables.writes
-        for family, spec in sorted(specs.items()):
-            if self.ensure_sysctl:
-                ensure_forwarding(self.iptables.runner, family)
+        for spec in sorted(specs.values(), key=lambda s: s.family):
             self.iptables.apply(spec)
         result.writes = self.iptables.writes - before
         result.families = tuple(sorted(specs))
+        if self.ensure_sysctl:
+            # after the rules, so a read-only /proc/sys never keeps masquerade from being installed
+            for family in result.families:
+                ensure_forwarding(self.iptables.runner, family)
         return result
 
     def _fallback(self, desired: Desired, result: SyncResult) -> dict[int, rules.ChainSpec]:

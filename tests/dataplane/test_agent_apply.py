@@ -181,6 +181,19 @@ def test_forwarding_error_is_clear(netns: NetnsFactory):
     assert ensure_forwarding(Runner(ns.prefix), 4) is False
 
 
+def test_read_only_proc_sys_still_gets_rules_then_a_clear_error(netns: NetnsFactory):
+    ns = netns("node")
+    # like a non-privileged container: /proc/sys read-only (in a private mount namespace of the command)
+    read_only = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"', "sh")
+    syncer = MasqSyncer(Iptables(runner=Runner((*ns.prefix, *read_only)), backend="nft"))
+    with pytest.raises(SysctlError, match=r"cannot enable net\.ipv4\.ip_forward=1 .*set net\.ipv4"):
+        syncer.sync(GOOD)
+    assert chain_lines(ns, "nft") == [rules.jump_rule(), *rules.chain_rules(GOOD.specs[4])]
+    ns.sysctl("net.ipv4.ip_forward", "1")  # the operator sets it on the node: the agent is content
+    assert syncer.sync(GOOD).writes == 0
+
+
 @pytest.mark.parametrize("used", BACKENDS)
 def test_backend_detection_follows_the_rules_already_there(netns: NetnsFactory, used: str):
     ns = netns("node")
