@@ -152,6 +152,42 @@ def _parse_route(path: str) -> _Route | None:
     return _Route(group, version, rest[0], namespace, rest[1], rest[2])
 
 
+def _verb(method: str, route: _Route | None, params: Any) -> str:
+    """The Kubernetes verb of a request (what RBAC and audit logs would call it)."""
+    if route is None or route.plural is None:
+        return "discovery" if method == "GET" else "other"
+    watch = params.get("watch") in ("true", "1")
+    if route.name is None:
+        return {"GET": "watch" if watch else "list", "POST": "create",
+                "DELETE": "deletecollection"}.get(method, "other")
+    return {"GET": "watch" if watch else "get", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete"}.get(method, "other")
+
+
+@dataclass
+class Fault:
+    """An injected failure: matching requests are answered ``code`` (``times`` times, or always if None)."""
+
+    verb: str | None = None
+    resource: str | None = None
+    subresource: str | None = "*"
+    name: str | None = None
+    namespace: str | None = None
+    code: int = 500
+    reason: str = "InternalError"
+    message: str = "injected fault"
+    times: int | None = 1
+    retry_after: int | None = None
+    hits: int = 0
+
+    def matches(self, verb: str, route: _Route) -> bool:
+        return ((self.verb is None or self.verb == verb)
+                and (self.resource is None or self.resource == route.plural)
+                and (self.subresource == "*" or self.subresource == route.subresource)
+                and (self.name is None or self.name == route.name)
+                and (self.namespace is None or self.namespace == route.namespace))
+
+
 def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
                                 content_type="application/json")
@@ -163,6 +199,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     store: Store = attrs.field(factory=Store)
     log: RequestLog = attrs.field(factory=RequestLog)
+    faults: list[Fault] = attrs.field(factory=list)
+    faults_lock: threading.Lock = attrs.field(factory=threading.Lock)
     address: str = "127.0.0.1:0"
     closing: bool = False
 
@@ -189,14 +227,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
         raw = request._raw_request
         path = raw.path if raw is not None else str(request.url.path)
         route = _parse_route(path)
-        verb, status = "other", 500
+        method = str(request.method.value if request.method else "").upper()
+        verb, status = _verb(method, route, request.params), 500
         try:
-            verb, response = await self._dispatch(request, path, route)
+            if route is not None and route.plural is not None:
+                self._check_faults(verb, route)
+            _, response = await self._dispatch(request, path, route)
             status = response.status
             return response
         except ApiError as e:
             status = e.code
-            return _json(e.status(), e.code)
+            response = _json(e.status(), e.code)
+            response.headers.update(e.headers)
+            return response
         except SelectorError as e:
             status = 400
             return _json(bad_request(str(e)).status(), 400)
@@ -209,6 +252,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 namespace=route.namespace if route else None, name=route.name if route else None,
                 status=status, user_agent=request.headers.get("User-Agent", ""),
                 content_type=request.headers.get("Content-Type", ""), time=time.time()))
+
+    def _check_faults(self, verb: str, route: _Route) -> None:
+        with self.faults_lock:
+            for fault in self.faults:
+                if fault.matches(verb, route) and (fault.times is None or fault.hits < fault.times):
+                    fault.hits += 1
+                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                    raise ApiError(fault.code, fault.reason, fault.message, headers=headers)
 
     # ------------------------------------------------------------------------------------ routing
     async def _dispatch(self, request: rendering.Request, path: str,
@@ -698,6 +749,26 @@ class KubeServer:
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj:
         """Delete (or mark for deletion when finalizers remain)."""
         return self.call(lambda s: s.delete(s.find_type(api_version, kind), namespace, name))
+
+    def inject_fault(self, verb: str | None = None, resource: str | None = None, *, code: int = 500,
+                     times: int | None = 1, subresource: str | None = "*", name: str | None = None,
+                     namespace: str | None = None, reason: str | None = None, message: str = "injected fault",
+                     retry_after: int | None = None) -> Fault:
+        """Answer matching HTTP requests with an error Status (e.g. 500, 429 + Retry-After, 409) ``times``
+        times; the returned :class:`Fault` counts its ``hits``. Nothing is changed in the store."""
+        default_reason = {409: "Conflict", 429: "TooManyRequests", 503: "ServiceUnavailable",
+                          500: "InternalError", 404: "NotFound", 403: "Forbidden"}.get(code, "InternalError")
+        fault = Fault(verb=verb, resource=resource, subresource=subresource, name=name, namespace=namespace,
+                      code=code, reason=reason or default_reason, message=message, times=times,
+                      retry_after=retry_after)
+        with self.emulator.faults_lock:
+            self.emulator.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        with self.emulator.faults_lock:
+            self.emulator.faults.clear()
 
     def install_crd(self, crd: Obj) -> Obj:
         """Create (or replace the spec of) a CustomResourceDefinition; its resource is servable at once."""

@@ -33,12 +33,14 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 class ApiError(Exception):
     """An error answered as a ``kind: Status`` body with the HTTP code and reason kube-apiserver uses."""
 
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
 
     def status(self) -> Obj:
         """The ``Status`` object for the response body."""

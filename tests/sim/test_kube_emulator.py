@@ -409,3 +409,29 @@ def test_kubectl_facing_behaviour(kube: KubeServer) -> None:
     op = doc["paths"][f"{base}/{{name}}"]["patch"]
     assert op["x-kubernetes-group-version-kind"]["kind"] == "PodCIDRPool"
     assert [p["name"] for p in op["parameters"]] == ["fieldValidation"]
+
+
+def test_injected_faults_and_failed_writes_are_logged(kube: KubeServer,
+                                                      api: kubernetes.client.ApiClient) -> None:
+    core = CoreV1Api(api)
+    core.create_node(node("n1"))
+    fault = kube.inject_fault("patch", "nodes", subresource="status", code=429, retry_after=1, times=1)
+    mark = kube.requests.mark()
+    code, body = raw(kube, "PATCH", "/api/v1/nodes/n1/status", {"status": {"phase": "x"}},
+                     "application/merge-patch+json")
+    assert code == 429 and body["reason"] == "TooManyRequests" and fault.hits == 1
+    code, _ = raw(kube, "PATCH", "/api/v1/nodes/n1/status", {"status": {"phase": "x"}},
+                  "application/merge-patch+json")
+    assert code == 200  # the fault was used up
+    stale = {"metadata": {"resourceVersion": "1", "labels": {"a": "b"}}}
+    with pytest.raises(ApiException):
+        core.patch_node("n1", stale)
+    records = kube.requests.select(resource="nodes", writes=True, since=mark)
+    assert [(r.verb, r.subresource, r.status) for r in records] == [
+        ("patch", "status", 429), ("patch", "status", 200), ("patch", None, 409)]
+    kube.inject_fault("get", "nodes", code=503, times=None)
+    with pytest.raises(ApiException) as exc:
+        core.read_node("n1")
+    assert exc.value.status == 503
+    kube.clear_faults()
+    assert core.read_node("n1").metadata.name == "n1"
