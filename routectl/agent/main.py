@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import click
 
@@ -40,28 +41,39 @@ def cleanup(runner: Runner) -> list[str]:
     return removed
 
 
+class NodeSource(Protocol):
+    """Where the agent reads its Node and the pools from (KubeSource in production)."""
+
+    def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]: ...
+
+    def start_watches(self, trigger: threading.Event, stop: threading.Event) -> Any: ...
+
+    def stop_watches(self) -> None: ...
+
+
 @dataclass
 class AgentLoop:
     """Sync on start, on every watch event (debounced) and every `resync` seconds."""
 
-    source: object  # KubeSource; typed loosely so tests can hand in any object with fetch/start_watches
+    source: NodeSource
     syncer: MasqSyncer
     resync: float = 60.0
     random_fully: bool = True
 
     def sync_once(self) -> SyncResult:
         """Read the Node and pools, compute the desired chains and apply them."""
-        node, pools = self.source.fetch()  # type: ignore[attr-defined]
+        node, pools = self.source.fetch()
         desired = compute_desired(node, pools, random_fully=self.random_fully)
         result = self.syncer.sync(desired)
-        log.info("sync: families=%s writes=%d errors=%d kept_last_good=%s", result.families,
-                 result.writes, len(result.errors), result.kept_last_good)
+        level = logging.INFO if result.writes or result.errors else logging.DEBUG
+        log.log(level, "sync: families=%s writes=%d errors=%d kept_last_good=%s", result.families,
+                result.writes, len(result.errors), result.kept_last_good)
         return result
 
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; failures are logged and retried at the next trigger or resync."""
         trigger = threading.Event()
-        self.source.start_watches(trigger, stop)  # type: ignore[attr-defined]
+        self.source.start_watches(trigger, stop)
         while not stop.is_set():
             trigger.clear()
             try:
@@ -74,7 +86,7 @@ class AgentLoop:
             if stop.is_set():
                 break
             time.sleep(_DEBOUNCE_SECONDS)  # coalesce a burst of watch events into one sync
-        self.source.stop_watches()  # type: ignore[attr-defined]
+        self.source.stop_watches()
 
 
 @click.command("agent")
