@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from routectl.ipam.cidrset import CidrSet
 from routectl.ipam.errors import CIDRExhaustedError, InvalidCIDRError, NoMatchingPoolError
 from routectl.ipam.model import PoolSpec
-from routectl.ipam.netutil import Network, parse_cidr
+from routectl.ipam.netutil import IntCIDR, Network, fast_parse, int_cidr, parse_cidr
 from routectl.ipam.validate import check_pools, default_order_key
 
 FINDING_KINDS = ("overlap", "outside", "misaligned", "invalid")
@@ -93,6 +93,10 @@ class PoolUsage:
     nodes: tuple[str, ...]
 
 
+# A held CIDR: its canonical text and its IntCIDR (version, first, last, prefix length).
+_Held = tuple[str, IntCIDR]
+
+
 @dataclass
 class _Pool:
     spec: PoolSpec
@@ -108,7 +112,7 @@ class Allocator:
         self._ranked: list[str] = []  # pool names, most specific selector first, then name
         self._sets: dict[tuple[Network, int], CidrSet] = {}
         self._reserved_by_set: dict[tuple[Network, int], list[Network]] = {}
-        self._holdings: dict[str, tuple[Network, ...]] = {}
+        self._holdings: dict[str, tuple[_Held, ...]] = {}
         self._blocks_of: dict[str, list[tuple[CidrSet, int]]] = {}
         self._owners: dict[tuple[int, int], set[str]] = {}  # (id(set), block index) -> holders
         self._cidr_age: dict[tuple[str, str], int] = {}
@@ -165,15 +169,15 @@ class Allocator:
                 entries.append((i, cset, serving))
             self._pools[spec.name] = _Pool(spec, spec.name not in bad_pools, entries)
         self._ranked = sorted(self._pools, key=lambda n: (-len(self._pools[n].spec.node_selector), n))
-        self.last_findings = self._occupy_all({n: [str(x) for x in v] for n, v in self._holdings.items()})
+        self.last_findings = self._occupy_all({n: [h[0] for h in v] for n, v in self._holdings.items()})
 
         for name in sorted(set(old_pools) - set(self._pools)):
             old = old_pools[name]
             held = [
-                f"{node} ({', '.join(map(str, nets))})"
+                f"{node} ({', '.join(h[0] for h in nets)})"
                 for node, nets in sorted(self._holdings.items())
                 if self._pool_name(nets) == ""
-                and any(cset.overlapping(n) for _, cset, _ in old.sets for n in nets)
+                and any(cset.overlapping_ints(h[1]) for _, cset, _ in old.sets for h in nets)
             ]
             if held:
                 out[name] = [
@@ -217,7 +221,7 @@ class Allocator:
         """Record that `node` holds `cidrs` (Node.spec.podCIDRs is the truth: replaces what it held)."""
         cidrs = [c for c in cidrs if c]
         current = self._holdings.get(node)
-        if current is not None and [str(n) for n in current] == cidrs:
+        if current is not None and [h[0] for h in current] == cidrs:
             return []
         if current is not None:
             self.release(node)
@@ -225,71 +229,81 @@ class Allocator:
             return []
         return self._hold(node, cidrs)
 
+    @staticmethod
+    def _parse_held(node: str, raw: object, findings: list[Finding]) -> _Held | None:
+        """Parse one podCIDR; malformed ones become findings (host bits set: the network is kept)."""
+        if isinstance(raw, str):
+            fast = fast_parse(raw)
+            if fast is not None:
+                return (raw, fast)
+        try:
+            net = parse_cidr(raw, f"podCIDR of node {node}")
+            return (str(net), int_cidr(net))
+        except InvalidCIDRError as exc:
+            try:
+                loose = ipaddress.ip_network(str(raw).strip(), strict=False)
+            except ValueError:
+                findings.append(Finding(node, str(raw), "invalid", f"{exc}; it is ignored by IPAM"))
+                return None
+            findings.append(Finding(node, str(raw), "invalid", f"{exc}; {loose} is kept occupied for safety"))
+            return (str(loose), int_cidr(loose))
+
     def _hold(self, node: str, cidrs: list[str]) -> list[Finding]:
         """Mark every block touched by `cidrs` as held by `node`; report problems as findings."""
         findings: list[Finding] = []
-        nets: list[Network] = []
-        for raw in cidrs:
-            try:
-                nets.append(parse_cidr(raw, f"podCIDR of node {node}"))
-            except InvalidCIDRError as exc:
-                try:
-                    loose = ipaddress.ip_network(str(raw).strip(), strict=False)
-                except ValueError:
-                    findings.append(Finding(node, str(raw), "invalid", f"{exc}; it is ignored by IPAM"))
-                    continue
-                findings.append(
-                    Finding(node, str(raw), "invalid", f"{exc}; {loose} is kept occupied for safety")
-                )
-                nets.append(loose)
-        fams = [n.version for n in nets]
-        if len(nets) > 2 or len(set(fams)) != len(fams):
+        held = [h for raw in cidrs if (h := self._parse_held(node, raw, findings)) is not None]
+        fams = [h[1][0] for h in held]
+        if len(held) > 2 or len(set(fams)) != len(fams):
+            text = ", ".join(h[0] for h in held)
             findings.append(
                 Finding(
                     node,
-                    ",".join(map(str, nets)),
+                    ",".join(h[0] for h in held),
                     "invalid",
-                    f"node {node} has podCIDRs {', '.join(map(str, nets))}: at most one IPv4 and one IPv6 "
-                    "CIDR are allowed; all are kept occupied",
+                    f"node {node} has podCIDRs {text}: at most one IPv4 and one IPv6 CIDR are allowed; "
+                    "all are kept occupied",
                 )
             )
         blocks: list[tuple[CidrSet, int]] = []
-        for net in nets:
-            touched = False
-            aligned = False
+        owners_map = self._owners
+        for text, ints in held:
+            touched = aligned = reserved_hit = False
             clashes: set[str] = set()
-            reserved_hit = False
             for cset in self._sets.values():
-                idx = cset.overlapping(net)
+                idx = cset.overlapping_ints(ints)
                 if not idx:
                     continue
                 touched = True
-                if net.prefixlen == cset.mask and net.subnet_of(cset.cidr):  # type: ignore[arg-type]
+                if len(idx) == 1 and ints == cset.block_ints(idx[0]):
                     aligned = True
                 sid = id(cset)
                 for i in idx:
-                    owners = self._owners.get((sid, i))
-                    if owners:
+                    owners = owners_map.get((sid, i))
+                    if owners is None:
+                        if cset.is_used_index(i) and cset.is_reserved_index(i):
+                            reserved_hit = True
+                        owners_map[(sid, i)] = {node}
+                    else:
                         clashes |= owners - {node}
-                    elif cset.is_reserved_index(i):
-                        reserved_hit = True
+                        owners.add(node)
                     cset.occupy_index(i)
-                    self._owners.setdefault((sid, i), set()).add(node)
                     blocks.append((cset, i))
-            c = str(net)
             if not touched:
                 findings.append(
                     Finding(
-                        node, c, "outside", f"{c} of node {node} is inside no pool CIDR; it stays assigned"
+                        node,
+                        text,
+                        "outside",
+                        f"{text} of node {node} is inside no pool CIDR; it stays assigned",
                     )
                 )
             elif not aligned:
                 findings.append(
                     Finding(
                         node,
-                        c,
+                        text,
                         "misaligned",
-                        f"{c} of node {node} is not one node block of the pool CIDR(s) it touches; every "
+                        f"{text} of node {node} is not one node block of the pool CIDR(s) it touches; every "
                         "block it overlaps is kept occupied",
                     )
                 )
@@ -298,25 +312,27 @@ class Allocator:
                 findings.append(
                     Finding(
                         node,
-                        c,
+                        text,
                         "overlap",
-                        f"{c} of node {node} overlaps a block already held by {others} (first by name keeps "
-                        "it); both stay occupied until fixed by hand",
+                        f"{text} of node {node} overlaps a block already held by {others} (first by name "
+                        "keeps it); both stay occupied until fixed by hand",
                     )
                 )
             if reserved_hit:
                 findings.append(
-                    Finding(node, c, "overlap", f"{c} of node {node} overlaps a reserved range of its pool")
+                    Finding(
+                        node, text, "overlap", f"{text} of node {node} overlaps a reserved range of its pool"
+                    )
                 )
-        if nets:  # a node whose podCIDRs are all unparsable holds nothing (the findings say why)
-            self._holdings[node] = tuple(nets)
+        if held:  # a node whose podCIDRs are all unparsable holds nothing (the findings say why)
+            self._holdings[node] = tuple(held)
             self._blocks_of[node] = blocks
         return findings
 
     def release(self, node: str) -> Allocation | None:
         """Forget `node`'s holding and free the blocks nobody else holds; return what it held."""
-        nets = self._holdings.pop(node, None)
-        if nets is None:
+        held = self._holdings.pop(node, None)
+        if held is None:
             return None
         for cset, i in self._blocks_of.pop(node, []):
             key = (id(cset), i)
@@ -326,7 +342,10 @@ class Allocator:
                 if not owners:
                     del self._owners[key]
                     cset.release_index(i)
-        return Allocation(node, self._pool_name(nets), tuple(map(str, nets)))
+        return self._allocation(node, held)
+
+    def _allocation(self, node: str, held: tuple[_Held, ...]) -> Allocation:
+        return Allocation(node, self._pool_name(held), tuple(h[0] for h in held))
 
     # ------------------------------------------------------------------ allocation
     def _matching(self, labels: Mapping[str, str]) -> list[_Pool]:
@@ -344,28 +363,45 @@ class Allocator:
         """
         held = self._holdings.get(node)
         if held is not None:
-            return Allocation(node, self._pool_name(held), tuple(map(str, held)))
-        labels = labels or {}
-        pools = self._matching(labels)
+            return self._allocation(node, held)
+        pools = self._matching(labels or {})
         if not pools:
-            raise NoMatchingPoolError(self._no_pool_message(node, labels))
+            raise NoMatchingPoolError(self._no_pool_message(node, labels or {}))
         reasons: list[str] = []
         for pool in pools:
-            got: list[tuple[CidrSet, Network]] = []
+            got: list[tuple[CidrSet, int]] = []
             for fam in pool.spec.families:
                 cset = next((c for _, c, s in pool.sets if s and c.family == fam and c.free > 0), None)
                 if cset is None:
                     reasons.append(self._full_message(pool, fam))
                     break
-                got.append((cset, cset.allocate()))
-            if len(got) == len(pool.spec.families) and got:
-                for cset, net in got:  # hand the bits over to the reference-counted holding
-                    cset.release_index(cset.index_of(net))
-                self._hold(node, [str(net) for _, net in got])
-                return Allocation(node, pool.spec.name, tuple(str(net) for _, net in got))
-            for cset, net in got:
-                cset.release_index(cset.index_of(net))
+                got.append((cset, cset.allocate_index()))
+            if got and len(got) == len(pool.spec.families):
+                return self._take(node, pool.spec.name, got)
+            for cset, i in got:
+                cset.release_index(i)
         raise CIDRExhaustedError(f"no pod CIDR for node {node}: " + "; ".join(reasons))
+
+    def _take(self, node: str, pool: str, got: list[tuple[CidrSet, int]]) -> Allocation:
+        """Record freshly allocated blocks as `node`'s holding (also in any overlapping set)."""
+        held: list[_Held] = []
+        blocks: list[tuple[CidrSet, int]] = []
+        for cset, i in got:
+            ints = cset.block_ints(i)
+            held.append((cset.block_str(i), ints))
+            self._owners[(id(cset), i)] = {node}
+            blocks.append((cset, i))
+            if len(self._sets) > 1:
+                for other in self._sets.values():
+                    if other is cset:
+                        continue
+                    for j in other.overlapping_ints(ints):  # overlapping CIDRs of invalid pools
+                        other.occupy_index(j)
+                        self._owners.setdefault((id(other), j), set()).add(node)
+                        blocks.append((other, j))
+        self._holdings[node] = tuple(held)
+        self._blocks_of[node] = blocks
+        return Allocation(node, pool, tuple(h[0] for h in held))
 
     def _full_message(self, pool: _Pool, fam: int) -> str:
         sets = [(c, s) for _, c, s in pool.sets if c.family == fam]
@@ -399,31 +435,29 @@ class Allocator:
     # ------------------------------------------------------------------ queries
     def allocation_of(self, node: str) -> Allocation | None:
         """What `node` holds, or None."""
-        nets = self._holdings.get(node)
-        if nets is None:
-            return None
-        return Allocation(node, self._pool_name(nets), tuple(map(str, nets)))
+        held = self._holdings.get(node)
+        return None if held is None else self._allocation(node, held)
 
     def allocations(self) -> list[Allocation]:
         """Every holding, sorted by node name."""
-        return [a for n in sorted(self._holdings) if (a := self.allocation_of(n)) is not None]
+        return [self._allocation(n, self._holdings[n]) for n in sorted(self._holdings)]
 
     def used_blocks(self) -> frozenset[str]:
-        """Every node block currently marked used in any pool CIDR (reserved blocks excluded)."""
+        """Every node block currently marked used in any pool CIDR (reserved blocks excluded; O(blocks))."""
         out: set[str] = set()
         for cset in self._sets.values():
             for i in range(cset.total):
                 if cset.is_used_index(i) and not cset.is_reserved_index(i):
-                    out.add(str(cset.block(i)))
+                    out.add(cset.block_str(i))
         return frozenset(out)
 
     def orphans(self) -> list[Allocation]:
         """Holdings that lie in no configured pool (e.g. their pool was removed)."""
         return [a for a in self.allocations() if a.pool == ""]
 
-    def _pool_name(self, nets: Iterable[Network]) -> str:
-        for net in nets:
-            name = self.pool_of_cidr(net)
+    def _pool_name(self, held: Iterable[_Held]) -> str:
+        for _, ints in held:
+            name = self._pool_of_ints(ints)
             if name is not None:
                 return name
         return ""
@@ -435,15 +469,17 @@ class Allocator:
         new (invalid or blamed for an overlap); ties follow the selection ranking.
         """
         try:
-            net = parse_cidr(cidr) if isinstance(cidr, str) else cidr
+            ints = int_cidr(parse_cidr(cidr))
         except InvalidCIDRError:
             return None
+        return self._pool_of_ints(ints)
+
+    def _pool_of_ints(self, ints: IntCIDR) -> str | None:
+        version, lo, hi, _ = ints
         for want_serving in (True, False):
             for name in self._ranked:
                 for _, cset, serving in self._pools[name].sets:
-                    if serving != want_serving or cset.family != net.version:
-                        continue
-                    if net.subnet_of(cset.cidr):  # type: ignore[arg-type]
+                    if serving == want_serving and cset.family == version and cset.covers(lo, hi):
                         return name
         return None
 

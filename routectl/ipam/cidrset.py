@@ -27,7 +27,7 @@ import re
 
 from routectl.constants import MAX_BLOCKS_BITS
 from routectl.ipam.errors import CIDRExhaustedError, InvalidCIDRError
-from routectl.ipam.netutil import Network, parse_cidr
+from routectl.ipam.netutil import IntCIDR, Network, fast_parse, format_cidr, int_cidr, parse_cidr
 
 # A byte that still has at least one clear bit (searched at C speed by `re`).
 _NOT_FULL = re.compile(rb"[^\xff]")
@@ -151,15 +151,16 @@ class CidrSet:
 
     def index_of(self, net: str | Network) -> int:
         """Block number of `net`; raise InvalidCIDRError unless it is exactly one block of this set."""
-        net = parse_cidr(net)
-        if net.version != self.cidr.version:
-            raise InvalidCIDRError(f"{net} is IPv{net.version} but {self.cidr} is IPv{self.cidr.version}")
-        offset = int(net.network_address) - self._base
-        if offset < 0 or offset >> self._shift >= self._total or net.prefixlen < self.cidr.prefixlen:
+        parsed = fast_parse(net, canonical=False) if isinstance(net, str) else None
+        version, lo, _, plen = parsed or int_cidr(parse_cidr(net))
+        if version != self.cidr.version:
+            raise InvalidCIDRError(f"{net} is IPv{version} but {self.cidr} is IPv{self.cidr.version}")
+        offset = lo - self._base
+        if offset < 0 or offset >> self._shift >= self._total or plen < self.cidr.prefixlen:
             raise InvalidCIDRError(f"{net} is outside {self.cidr}")
-        if net.prefixlen != self.mask:
+        if plen != self.mask:
             raise InvalidCIDRError(
-                f"{net} is misaligned: blocks of {self.cidr} are /{self.mask}, not /{net.prefixlen}"
+                f"{net} is misaligned: blocks of {self.cidr} are /{self.mask}, not /{plen}."
             )
         return offset >> self._shift
 
@@ -168,13 +169,30 @@ class CidrSet:
         net = parse_cidr(net)
         return net.version == self.cidr.version and net.subnet_of(self.cidr)  # type: ignore[arg-type]
 
+    def block_str(self, index: int) -> str:
+        """Canonical text of block number `index` (cheaper than str(block(index)))."""
+        return format_cidr(self.cidr.version, self._base + (index << self._shift), self.mask)
+
+    def block_ints(self, index: int) -> IntCIDR:
+        """Block number `index` as (version, first, last, prefix length)."""
+        lo = self._base + (index << self._shift)
+        return (self.cidr.version, lo, lo + (1 << self._shift) - 1, self.mask)
+
+    def covers(self, lo: int, hi: int) -> bool:
+        """True when the address range lo..hi (ints, same family) lies inside this set's CIDR."""
+        return self._base <= lo and hi < self._base + (self._total << self._shift)
+
     def overlapping(self, net: str | Network) -> range:
         """Indexes of the blocks that share at least one address with `net` (empty if none)."""
-        net = parse_cidr(net)
-        if net.version != self.cidr.version:
+        return self.overlapping_ints(int_cidr(parse_cidr(net)))
+
+    def overlapping_ints(self, net: IntCIDR) -> range:
+        """Like `overlapping`, for an IntCIDR."""
+        version, lo, hi, _ = net
+        if version != self.cidr.version:
             return range(0)
-        lo = int(net.network_address) - self._base
-        hi = int(net.broadcast_address) - self._base
+        lo -= self._base
+        hi -= self._base
         last = (self._total << self._shift) - 1
         if hi < 0 or lo > last:
             return range(0)
@@ -244,6 +262,11 @@ class CidrSet:
 
     def allocate(self) -> Network:
         """Hand out the next free block at or after the round-robin cursor (wrapping around)."""
+        i = self.allocate_index()
+        return self._netcls((self._base + (i << self._shift), self.mask))
+
+    def allocate_index(self) -> int:
+        """Like `allocate`, returning the block number (no network object is built)."""
         if self._used + self._reserved >= self._total:
             raise CIDRExhaustedError(
                 f"{self.cidr} has no free /{self.mask} block left ({self._used} used, {self._reserved} "
@@ -255,7 +278,7 @@ class CidrSet:
         self._bits[i >> 3] |= 1 << (i & 7)
         self._used += 1
         self._next = (i + 1) % self._total
-        return self._netcls((self._base + (i << self._shift), self.mask))
+        return i
 
     def occupy(self, net: str | Network) -> bool:
         """Mark block `net` used (it must be one aligned block inside the CIDR); False if already used."""
