@@ -1,0 +1,240 @@
+"""Behavioural suite run against BOTH clouds (real clients over HTTP: fake GCE server, moto server).
+
+Every assertion about the cloud reads the server's state or its call log, never the driver's view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from routectl.cloud.base import NodeProblem
+from routectl.routes.model import CloudRoute, NodeRoutes
+
+
+def _nodes(cloud: Any, n: int, start: int = 1) -> list[NodeRoutes]:
+    return [cloud.add_node(f"node-{i}", (f"10.244.{i}.0/24",)) for i in range(start, start + n)]
+
+
+def _expect(cloud: Any, nodes: list[NodeRoutes]) -> dict[str, set[str]]:
+    return {n.pod_cidrs[0]: {cloud.target_of(n)} for n in nodes}
+
+
+def test_sync_creates_routes_and_is_idempotent(cloud: Any) -> None:
+    nodes = _nodes(cloud, 3)
+    rec = cloud.reconciler()
+    res = rec.sync(nodes)
+    assert all(s.ok and s.reason == "RouteCreated" for s in res.nodes.values()), res.nodes
+    assert cloud.routes_to() == _expect(cloud, nodes)
+    assert res.routes_programmed == 3 * cloud.tables_per_route
+    assert res.failed == [] and res.refused == []
+    cloud.reset_log()
+    again = cloud.reconciler().sync(nodes)  # a fresh controller (no cache) sees nothing to do
+    assert cloud.mutating_calls() == 0
+    assert again.actions == []
+    assert all(s.ok for s in again.nodes.values())
+
+
+def test_listing_marks_only_our_routes_owned(cloud: Any) -> None:
+    foreign = cloud.add_foreign_routes()
+    nodes = _nodes(cloud, 2)
+    rec = cloud.reconciler()
+    rec.sync(nodes)
+    owned = [r for r in rec.driver.list_routes() if r.owned]
+    assert sorted(r.destination for r in owned) == sorted(
+        n.pod_cidrs[0] for n in nodes for _ in range(cloud.tables_per_route))
+    assert len(foreign) >= 4
+
+
+def test_replace_when_next_hop_changes(cloud: Any) -> None:
+    nodes = _nodes(cloud, 2)
+    rec = cloud.reconciler()
+    rec.sync(nodes)
+    moved = cloud.move_node(nodes[0], "node-1-replacement")
+    res = rec.sync([moved, nodes[1]])
+    assert res.nodes["node-1"].ok, res.nodes
+    assert cloud.routes_to() == _expect(cloud, [moved, nodes[1]])
+    assert {a.kind for a in res.actions} == {"replace"}
+
+
+def test_stale_routes_deleted_and_remove_is_idempotent(cloud: Any) -> None:
+    nodes = _nodes(cloud, 3)
+    rec = cloud.reconciler()
+    rec.sync(nodes)
+    res = rec.sync(nodes[:2])  # node-3 is gone
+    assert {a.kind for a in res.actions} == {"delete"}
+    assert cloud.routes_to() == _expect(cloud, nodes[:2])
+    gone = rec.remove("node-2")
+    assert gone.nodes["node-2"].ok
+    assert cloud.routes_to() == _expect(cloud, nodes[:1])
+    again = rec.remove("node-2")
+    assert again.nodes["node-2"].ok and again.actions == []
+
+
+def test_driver_create_is_idempotent_and_replaces_other_next_hop(cloud: Any) -> None:
+    """GCE 409 alreadyExists / AWS RouteAlreadyExists: same target is success, another target replaced."""
+    a, b = _nodes(cloud, 2)
+    drv = cloud.driver()
+    ta, tb = drv.resolve(a), drv.resolve(b)
+    for table in drv.list_tables():
+        drv.create(table, "10.244.1.0/24", ta, a)
+    cloud.reset_log()
+    for table in drv.list_tables():
+        drv.create(table, "10.244.1.0/24", ta, a)  # exists, same next hop
+    assert cloud.routes_to() == {"10.244.1.0/24": {ta}}
+    assert cloud.mutating_calls() == cloud.create_attempts() == cloud.tables_per_route  # only the refused tries
+    for table in drv.list_tables():
+        drv.create(table, "10.244.1.0/24", tb, a)  # exists, other next hop -> replaced
+    assert cloud.routes_to() == {"10.244.1.0/24": {tb}}
+
+
+def test_foreign_routes_survive_every_operation(cloud: Any) -> None:
+    foreign = cloud.add_foreign_routes()
+    before = cloud.foreign_snapshot(foreign)
+    assert all(v is not None for v in before.values())
+    nodes = _nodes(cloud, 3)
+    rec = cloud.reconciler()
+    rec.plan(nodes)
+    rec.sync(nodes)
+    rec.sync([cloud.move_node(nodes[0], "elsewhere"), *nodes[1:]])
+    rec.ensure(nodes[:1])
+    rec.sync([])  # every node gone: only our routes may go
+    rec.remove("node-2", ("10.244.2.0/24", "10.244.200.0/24"))
+    assert cloud.routes_to() == {}
+    after = cloud.foreign_snapshot(foreign)
+    assert {k: (v or {}).get("target", (v or {}).get("nextHopInstance")) for k, v in after.items()} == \
+        {k: (v or {}).get("target", (v or {}).get("nextHopInstance")) for k, v in before.items()}
+    assert all(v is not None for v in after.values())
+
+
+def test_driver_refuses_to_touch_foreign_route(cloud: Any) -> None:
+    cloud.add_foreign_routes()
+    drv = cloud.driver()
+    foreign = [r for r in drv.list_routes() if not r.owned]
+    assert foreign
+    from routectl.cloud.base import CloudError
+
+    with pytest.raises(CloudError, match="not owned"):
+        drv.delete(foreign[0])
+    fake = CloudRoute(foreign[0].table, foreign[0].destination, foreign[0].target, foreign[0].name, owned=False)
+    with pytest.raises(CloudError):
+        drv.delete(fake)
+
+
+def test_provider_id_problems_are_per_node(cloud: Any) -> None:
+    good = _nodes(cloud, 1)[0]
+    bad = [
+        NodeRoutes("no-pid", "u-x", None, ("10.244.50.0/24",)),
+        NodeRoutes("garbage-pid", "u-y", "kind://whatever", ("10.244.51.0/24",)),
+        NodeRoutes("gone", "u-z", cloud.missing_instance_pid(), ("10.244.52.0/24",)),
+        NodeRoutes("no-cidr", "u-w", good.provider_id, ()),
+        NodeRoutes("outside", "u-v", good.provider_id, ("192.168.1.0/24",)),
+    ]
+    res = cloud.reconciler().sync([good, *bad])
+    assert res.nodes["node-1"].ok
+    reasons = {k: v.reason for k, v in res.nodes.items() if not v.ok}
+    assert reasons == {"no-pid": "InvalidProviderID", "garbage-pid": "InvalidProviderID",
+                       "gone": "InstanceNotFound", "no-cidr": "NoPodCIDR", "outside": "CIDROutsideClusterCIDRs"}
+    assert all(res.nodes[n].message for n in reasons)
+    assert cloud.routes_to() == _expect(cloud, [good])
+
+
+def test_prerequisite_fixed_or_reported(cloud: Any) -> None:
+    node = cloud.add_node("node-1", ("10.244.1.0/24",), prereq_ok=False)
+    plan = cloud.reconciler().plan([node])  # plan is read-only: never fixes, only reports
+    assert plan.nodes["node-1"].reason == "PrerequisiteFailed"
+    assert cloud.mutating_calls() == 0 and not cloud.prerequisite_ok(node)
+    res = cloud.reconciler().sync([node])
+    if cloud.can_fix_prerequisite:  # AWS: source/dest check disabled on the primary ENI, then routed
+        assert res.nodes["node-1"].ok, res.nodes
+        assert cloud.prerequisite_ok(node)
+    else:  # GCE: canIpForward cannot be changed on a running instance -> reported, no route
+        assert res.nodes["node-1"].reason == "PrerequisiteFailed"
+        assert "canIpForward" in res.nodes["node-1"].message
+        assert cloud.routes_to() == {}
+
+
+def test_full_table_reports_both_ways_out_without_blind_creates(cloud: Any) -> None:
+    nodes = _nodes(cloud, 6)
+    cloud.set_limit(cloud.used() + 4)  # room for 4 of 6
+    cloud.reset_log()
+    rec = cloud.reconciler()
+    res = rec.sync(nodes)
+    assert sum(s.ok for s in res.nodes.values()) == 4
+    refused = [n for n, s in res.nodes.items() if s.reason == "RouteLimitReached"]
+    assert refused == ["node-5", "node-6"]
+    assert cloud.create_attempts() == 4 * cloud.tables_per_route  # nothing attempted past the limit
+    reached = [w for w in res.warnings if w.kind == "reached"]
+    assert len(reached) == cloud.tables_per_route
+    for w in reached:
+        assert w.refused == 2 and w.used == w.limit
+        assert "ROUTES" in w.message or "L-93826ACB" in w.message  # way out 1: which quota
+        assert "at least" in w.message
+        assert "overlay" in w.message and "VXLAN" in w.message  # way out 2
+    assert "overlay" in res.nodes["node-5"].message
+    cloud.reset_log()
+    res2 = rec.sync(nodes)
+    assert cloud.create_attempts() == 0 and not res2.nodes["node-6"].ok
+
+
+def test_nearing_limit_warns(cloud: Any) -> None:
+    nodes = _nodes(cloud, 4)
+    cloud.set_limit(cloud.used() + 5)  # ends one below the limit: >= 80 % on both clouds
+    res = cloud.reconciler().sync(nodes)
+    assert all(s.ok for s in res.nodes.values())
+    kinds = {w.kind for w in res.warnings}
+    assert kinds == {"nearing"}
+    assert all("overlay" in w.message for w in res.warnings)
+
+
+def test_throttling_and_5xx_still_converge(cloud: Any) -> None:
+    nodes = _nodes(cloud, 24)
+    cloud.faults(rate=40.0, burst=4, error_rate=0.2)
+    res = cloud.reconciler(rate=200.0, burst=50).sync(nodes)  # client bucket too generous on purpose
+    throttled, injected = cloud.fault_counts()
+    assert throttled > 0 and injected > 0
+    assert res.failed == [] and res.refused == []
+    assert all(s.ok for s in res.nodes.values()), {k: v for k, v in res.nodes.items() if not v.ok}
+    assert res.calls.throttled > 0
+    cloud.faults(rate=1000.0, burst=1000, error_rate=0.0)
+    assert cloud.routes_to() == _expect(cloud, nodes)
+
+
+def test_steady_state_makes_no_mutating_calls(cloud: Any) -> None:
+    nodes = _nodes(cloud, 8)
+    rec = cloud.reconciler()
+    rec.sync(nodes)
+    cloud.reset_log()
+    res = rec.sync(nodes)
+    assert cloud.mutating_calls() == 0
+    assert cloud.list_calls() == 1  # one page here
+    assert res.actions == [] and res.routes_programmed == 8 * cloud.tables_per_route
+
+
+def test_ensure_and_remove_use_the_cached_view(cloud: Any) -> None:
+    nodes = _nodes(cloud, 3)
+    rec = cloud.reconciler()
+    rec.sync(nodes[:2])
+    cloud.reset_log()
+    res = rec.ensure(nodes[2:])
+    assert res.nodes["node-3"].ok
+    assert cloud.list_calls() == 0
+    assert cloud.routes_to() == _expect(cloud, nodes)
+    gone = rec.remove("node-1")
+    assert gone.nodes["node-1"].ok and cloud.list_calls() == 0
+    assert cloud.routes_to() == _expect(cloud, nodes[1:])
+
+
+def test_dual_stack_routes(cloud: Any) -> None:
+    node = cloud.add_node("node-1", ("10.244.1.0/24", "fd00:10:244:1::/64"))
+    res = cloud.reconciler().sync([node])
+    assert res.nodes["node-1"].ok, res.nodes
+    assert set(cloud.routes_to()) == {"10.244.1.0/24", "fd00:10:244:1::/64"}
+
+
+def test_resolve_raises_node_problem(cloud: Any) -> None:
+    drv = cloud.driver()
+    with pytest.raises(NodeProblem) as e:
+        drv.resolve(NodeRoutes("x", "u", cloud.missing_instance_pid(), ()))
+    assert e.value.reason == "InstanceNotFound"
