@@ -44,9 +44,12 @@ SERVER_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0-routectl-s
                   "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22", "compiler": "gc"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class RequestRecord:
-    """One HTTP request as the emulator understood it (for assertions such as "no Node writes")."""
+    """One HTTP request as the emulator understood it (for assertions such as "no Node writes").
+
+    Logged when the request arrives; ``status`` is 0 until the answer is known (a live watch stays 0).
+    """
 
     method: str
     path: str
@@ -229,6 +232,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
         route = _parse_route(path)
         method = str(request.method.value if request.method else "").upper()
         verb, status = _verb(method, route, request.params), 500
+        record = RequestRecord(
+            method=method, path=path, verb=verb,
+            group=route.group if route else None, version=route.version if route else None,
+            resource=route.plural if route else None, subresource=route.subresource if route else None,
+            namespace=route.namespace if route else None, name=route.name if route else None,
+            status=0, user_agent=request.headers.get("User-Agent", ""),
+            content_type=request.headers.get("Content-Type", ""), time=time.time())
+        self.log.add(record)
         try:
             if route is not None and route.plural is not None:
                 self._check_faults(verb, route)
@@ -244,14 +255,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             status = 400
             return _json(bad_request(str(e)).status(), 400)
         finally:
-            rt_plural = route.plural if route else None
-            self.log.add(RequestRecord(
-                method=str(request.method.value if request.method else ""), path=path, verb=verb,
-                group=route.group if route else None, version=route.version if route else None,
-                resource=rt_plural, subresource=route.subresource if route else None,
-                namespace=route.namespace if route else None, name=route.name if route else None,
-                status=status, user_agent=request.headers.get("User-Agent", ""),
-                content_type=request.headers.get("Content-Type", ""), time=time.time()))
+            record.status = status
 
     def _check_faults(self, verb: str, route: _Route) -> None:
         with self.faults_lock:
@@ -275,8 +279,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return "discovery", _json(self._discovery(path, route))
         rt = self.store.resolve(route.group, route.version, route.plural)
         ns = route.namespace if rt.namespaced else None
-        if rt.namespaced and route.namespace is None and method not in ("GET", "POST"):
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        if rt.namespaced and route.namespace is None and method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"{method} needs a namespace in the URL for {rt.plural}")
         if not rt.namespaced and route.namespace is not None:
             raise ApiError(404, "NotFound", f"{rt.plural} is cluster-scoped, not in namespaces ({path})")
         params = request.params
@@ -581,7 +585,7 @@ class KubeServer:
     """
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", kubeconfig_path: str | None = None,
-                 history_size: int = 50_000) -> None:
+                 history_size: int = 10_000) -> None:
         self.host = host
         self._requested_port = port
         self._kubeconfig_path = kubeconfig_path

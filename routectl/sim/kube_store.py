@@ -161,7 +161,7 @@ def _without(obj: Obj, *keys: str) -> Obj:
 class Store:
     """All objects, the resource registry, the resourceVersion clock, the change history and listeners."""
 
-    def __init__(self, history_size: int = 50_000) -> None:
+    def __init__(self, history_size: int = 10_000) -> None:
         self.types: dict[ResKey, ResourceType] = {}
         self.objects: dict[ResKey, dict[ObjKey, Obj]] = collections.defaultdict(dict)
         self.rv = 0

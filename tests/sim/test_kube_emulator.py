@@ -435,3 +435,11 @@ def test_injected_faults_and_failed_writes_are_logged(kube: KubeServer,
     assert exc.value.status == 503
     kube.clear_faults()
     assert core.read_node("n1").metadata.name == "n1"
+
+
+def test_live_watch_is_logged_while_open(kube: KubeServer) -> None:
+    with urllib.request.urlopen(f"{kube.url}/api/v1/nodes?watch=true&timeoutSeconds=5"):
+        records = kube.requests.select(verb="watch", resource="nodes")
+        assert len(records) == 1 and records[0].status == 0  # still streaming
+    code, _ = raw(kube, "POST", "/api/v1/events", {"metadata": {"name": "e", "namespace": "default"}})
+    assert code == 405  # namespaced kinds are created under /namespaces/<ns>/, as upstream
