@@ -259,3 +259,11 @@ def test_status_fields_and_condition_types_documented() -> None:
         constants.POOL_INVALID,
     ):
         assert t in status["conditions"]["description"]
+
+
+def test_installed_package_reads_its_packaged_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Outside a source checkout (no crds/ next to the package) the packaged YAML is used."""
+    import routectl.ipam.crd as crd_module
+
+    monkeypatch.setattr(crd_module, "SOURCE_PATH", tmp_path / "missing.yaml")
+    assert crd_module.crd_text() == PACKAGED.read_text()
