@@ -67,6 +67,7 @@ class RequestRecord:
 
     @property
     def is_write(self) -> bool:
+        """Whether the verb changes state (create/update/patch/delete/deletecollection)."""
         return self.verb in WRITE_VERBS
 
 
@@ -80,6 +81,7 @@ class RequestLog:
         self._dropped = 0
 
     def add(self, record: RequestRecord) -> None:
+        """Append a record, dropping the older half when the log is full."""
         with self._lock:
             self._records.append(record)
             if len(self._records) > self._maxlen:
@@ -93,6 +95,7 @@ class RequestLog:
             return self._dropped + len(self._records)
 
     def clear(self) -> None:
+        """Forget every record (marks taken before stay valid)."""
         with self._lock:
             self._dropped += len(self._records)
             self._records.clear()
@@ -184,6 +187,7 @@ class Fault:
     hits: int = 0
 
     def matches(self, verb: str, route: _Route) -> bool:
+        """Whether a request with this verb and route is targeted by the fault."""
         return ((self.verb is None or self.verb == verb)
                 and (self.resource is None or self.resource == route.plural)
                 and (self.subresource == "*" or self.subresource == route.subresource)
@@ -243,7 +247,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         try:
             if route is not None and route.plural is not None:
                 self._check_faults(verb, route)
-            _, response = await self._dispatch(request, path, route)
+            response = await self._dispatch(request, path, route)
             status = response.status
             return response
         except ApiError as e:
@@ -267,16 +271,16 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     # ------------------------------------------------------------------------------------ routing
     async def _dispatch(self, request: rendering.Request, path: str,
-                        route: _Route | None) -> tuple[str, aiohttp.web.StreamResponse]:
+                        route: _Route | None) -> aiohttp.web.StreamResponse:
         method = str(request.method.value if request.method else "").upper()
         if route is None or route.plural is None:
             if method != "GET":
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
             if path.rstrip("/") in ("/healthz", "/readyz", "/livez"):
-                return "discovery", aiohttp.web.Response(text="ok")
+                return aiohttp.web.Response(text="ok")
             if path.startswith("/openapi/v3"):
-                return "discovery", _json(self._openapi_v3(path))
-            return "discovery", _json(self._discovery(path, route))
+                return _json(self._openapi_v3(path))
+            return _json(self._discovery(path, route))
         rt = self.store.resolve(route.group, route.version, route.plural)
         ns = route.namespace if rt.namespaced else None
         if rt.namespaced and route.namespace is None and method != "GET":
@@ -290,36 +294,36 @@ class KubeEmulator(kmock.KubernetesEmulator):
         body = self._body(request, method)
         if route.name is None:
             if method == "GET" and params.get("watch") in ("true", "1"):
-                return "watch", await self._watch(request, rt, route, params)
+                return await self._watch(request, rt, route, params)
             if method == "GET":
-                return "list", _json(self._list(rt, route, params))
+                return _json(self._list(rt, route, params))
             if method == "POST":
-                return "create", _json(self._out(self.store.create(rt, ns, body, fv), route), 201)
+                return _json(self._out(self.store.create(rt, ns, body, fv), route), 201)
             if method == "DELETE":
-                return "deletecollection", _json(self._delete_collection(rt, route, params, body))
+                return _json(self._delete_collection(rt, route, params, body))
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection")
         if route.subresource not in (None, "status"):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                            f"({rt.plural}/{route.subresource})")
         if method == "GET" and params.get("watch") in ("true", "1"):
             params = {**params, "fieldSelector": f"metadata.name={route.name}"}
-            return "watch", await self._watch(request, rt, route, params)
+            return await self._watch(request, rt, route, params)
         if method == "GET":
             if route.subresource == "status" and not rt.status_subresource:
                 raise ApiError(404, "NotFound", f"{rt.plural} has no status subresource")
-            return "get", _json(self._out(self.store.get(rt, ns, route.name), route))
+            return _json(self._out(self.store.get(rt, ns, route.name), route))
         if method == "PUT":
-            return "update", _json(self._out(
+            return _json(self._out(
                 self.store.update(rt, ns, route.name, body, route.subresource, fv), route))
         if method == "PATCH":
             ctype = request.headers.get("Content-Type", "")
-            return "patch", _json(self._out(
+            return _json(self._out(
                 self.store.patch(rt, ns, route.name, ctype, body, route.subresource, fv), route))
         if method == "DELETE":
             if route.subresource is not None:
                 raise ApiError(405, "MethodNotAllowed", "DELETE is not allowed on a subresource")
             result = self.store.delete(rt, ns, route.name, body)
-            return "delete", _json(self._out(result, route))
+            return _json(self._out(result, route))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
 
     @staticmethod
@@ -670,16 +674,19 @@ class KubeServer:
     # ------------------------------------------------------------------------------------ properties
     @property
     def port(self) -> int:
+        """The TCP port actually bound (useful when 0 was asked for)."""
         if self._port is None:
             raise RuntimeError("KubeServer not started")
         return self._port
 
     @property
     def url(self) -> str:
+        """``http://127.0.0.1:<port>``: the API server URL, no TLS, no auth."""
         return f"http://{self.host}:{self.port}"
 
     @property
     def kubeconfig_path(self) -> str:
+        """Where the kubeconfig for this server was written."""
         if self._kubeconfig_path is None:
             raise RuntimeError("KubeServer not started")
         return self._kubeconfig_path

@@ -96,21 +96,26 @@ class ResourceType:
 
     @property
     def key(self) -> ResKey:
+        """(group, plural): how the store indexes this resource."""
         return (self.group, self.plural)
 
     @property
     def dotted_group(self) -> str:
+        """``.group`` for error messages (empty for the core group)."""
         return f".{self.group}" if self.group else ""
 
     @property
     def storage_version(self) -> str:
+        """The version objects are stored at (the first one)."""
         return self.versions[0]
 
     def api_version(self, version: str | None = None) -> str:
+        """``group/version`` (or just ``v1`` for the core group)."""
         v = version or self.storage_version
         return f"{self.group}/{v}" if self.group else v
 
     def verbs(self) -> list[str]:
+        """Verbs listed in discovery: everything is served for every resource."""
         return ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
