@@ -26,8 +26,11 @@ Rules:
 * Reconfiguration (`set_pools`): occupancy survives (every holding is replayed into the new sets, the
   round-robin cursor of an unchanged CIDR is kept); appended CIDRs serve at once; a CIDR with a
   problem, or a pool with a pool-wide problem, serves nothing new; a removed pool's holdings stay and
-  are reported under the removed pool's name. Overlap blame uses CIDR age: a CIDR seen in an earlier
-  configuration is older than one that appears later (see routectl.ipam.validate).
+  are reported under the removed pool's name by every set_pools call while held (see `orphans`).
+  Overlap blame uses CIDR age: a CIDR seen in an earlier configuration is older than one that
+  appears later (see routectl.ipam.validate).
+* Adding a family to a pool (e.g. an IPv6 CIDR to an IPv4 pool) makes *new* nodes dual-stack;
+  nodes that already hold blocks keep exactly what they hold (allocate is idempotent).
 * Reserved ranges (spec.reservedCIDRs) are never handed out; a node holding one gets an ``overlap``
   finding.
 
@@ -93,6 +96,10 @@ class PoolUsage:
     nodes: tuple[str, ...]
 
 
+def _overlap(a: IntCIDR, b: IntCIDR) -> bool:
+    return a[0] == b[0] and a[1] <= b[2] and b[1] <= a[2]
+
+
 # A held CIDR: its canonical text and its IntCIDR (version, first, last, prefix length).
 _Held = tuple[str, IntCIDR]
 
@@ -117,6 +124,7 @@ class Allocator:
         self._owners: dict[tuple[int, int], set[str]] = {}  # (id(set), block index) -> holders
         self._cidr_age: dict[tuple[str, str], int] = {}
         self._age_seq = 0
+        self._removed: dict[str, list[IntCIDR]] = {}  # removed pools' CIDRs, while nodes still hold blocks
         self.last_findings: list[Finding] = []
 
     # ------------------------------------------------------------------ configuration
@@ -171,19 +179,21 @@ class Allocator:
         self._ranked = sorted(self._pools, key=lambda n: (-len(self._pools[n].spec.node_selector), n))
         self.last_findings = self._occupy_all({n: [h[0] for h in v] for n, v in self._holdings.items()})
 
-        for name in sorted(set(old_pools) - set(self._pools)):
-            old = old_pools[name]
+        for name in set(old_pools) - set(self._pools):
+            self._removed[name] = [int_cidr(cset.cidr) for _, cset, _ in old_pools[name].sets]
+        for name in sorted(self._removed):
             held = [
                 f"{node} ({', '.join(h[0] for h in nets)})"
                 for node, nets in sorted(self._holdings.items())
                 if self._pool_name(nets) == ""
-                and any(cset.overlapping_ints(h[1]) for _, cset, _ in old.sets for h in nets)
+                and any(_overlap(h[1], r) for r in self._removed[name] for h in nets)
             ]
-            if held:
-                out[name] = [
-                    f"pool {name} was removed but nodes still hold its blocks (kept occupied): "
-                    + "; ".join(held)
-                ]
+            if name in self._pools or not held:
+                del self._removed[name]  # re-created, or nobody holds its blocks any more
+                continue
+            out[name] = [
+                f"pool {name} was removed but nodes still hold its blocks (kept occupied): " + "; ".join(held)
+            ]
         return out
 
     def _occupy_all(self, holdings: Mapping[str, list[str]]) -> list[Finding]:

@@ -235,6 +235,14 @@ def test_occupy_records_and_replaces() -> None:
 
 
 # ------------------------------------------------------------------------------------------ reconfiguration
+def test_removed_pool_report_ends_when_blocks_are_released() -> None:
+    a = alloc_with(pool("gone", "10.0.0.0/22"), pool("stay", "10.5.0.0/22", sel={"k": "v"}))
+    a.allocate("n1")
+    assert "gone" in a.set_pools([pool("stay", "10.5.0.0/22", sel={"k": "v"})])
+    a.release("n1")
+    assert a.set_pools([pool("stay", "10.5.0.0/22", sel={"k": "v"})]) == {"stay": []}
+
+
 def test_appended_cidr_serves_at_once_and_occupancy_survives() -> None:
     a = alloc_with(pool("p", "10.0.0.0/24"))
     a.allocate("n1")
@@ -290,6 +298,8 @@ def test_removed_pool_allocations_kept_and_reported() -> None:
     assert a.allocation_of("n1") == Allocation("n1", "", ("10.0.0.0/24",))
     assert a.orphans() == [Allocation("n1", "", ("10.0.0.0/24",))]
     assert a.allocate("n1").cidrs == ("10.0.0.0/24",)  # still never reassigned
+    again = a.set_pools([pool("stay", "10.5.0.0/22", sel={"k": "v"})])
+    assert "n1 (10.0.0.0/24)" in again["gone"][0]  # reported for as long as the blocks are held
     # Putting the pool back re-occupies the block: it is not handed out twice.
     a.set_pools([pool("gone", "10.0.0.0/22"), pool("stay", "10.5.0.0/22", sel={"k": "v"})])
     assert a.allocation_of("n1") == Allocation("n1", "gone", ("10.0.0.0/24",))
