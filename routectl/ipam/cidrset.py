@@ -160,7 +160,7 @@ class CidrSet:
             raise InvalidCIDRError(f"{net} is outside {self.cidr}")
         if plen != self.mask:
             raise InvalidCIDRError(
-                f"{net} is misaligned: blocks of {self.cidr} are /{self.mask}, not /{plen}."
+                f"{net} is misaligned: blocks of {self.cidr} are /{self.mask}, not /{plen}"
             )
         return offset >> self._shift
 
