@@ -660,7 +660,7 @@ class KubeServer:
     async def _serve(self, sock: socket.socket) -> None:
         self._stop = asyncio.Event()
         async with self.emulator:
-            server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
+            server = aiohttp.web.Server(self.emulator, handler_cancellation=True, access_log=None)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=2.0)
             await runner.setup()
             site = aiohttp.web.SockSite(runner, sock)
@@ -780,6 +780,19 @@ class KubeServer:
         """Remove every injected fault."""
         with self.emulator.faults_lock:
             self.emulator.faults.clear()
+
+    def install_kopf_peering_crds(self) -> None:
+        """Install kopf's ClusterKopfPeering and KopfPeering CRDs (kopf.dev/v1), for non-standalone kopf."""
+        for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
+            plural = f"{kind.lower()}s"
+            self.install_crd({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.kopf.dev"},
+                "spec": {"group": "kopf.dev", "scope": scope,
+                         "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+                         "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                             "openAPIV3Schema": {"type": "object",
+                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}})
 
     def install_crd(self, crd: Obj) -> Obj:
         """Create (or replace the spec of) a CustomResourceDefinition; its resource is servable at once."""

@@ -128,3 +128,33 @@ async def test_real_kopf_operator_against_the_emulator(kube: KubeServer,
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)
+
+
+async def test_kopf_peering_through_the_emulated_peering_crd(kube: KubeServer) -> None:
+    kube.install_kopf_peering_crds()
+    kube.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "routectl"}})
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=kube.url)
+
+    @kopf.on.create("v1", "nodes", id="mark", registry=registry)
+    def mark(patch: kopf.Patch, **_: Any) -> None:
+        patch.metadata.labels["marked"] = "yes"
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True, peering_name="routectl",
+                                             priority=7, stop_flag=stop))
+    try:
+        peers = await eventually(
+            lambda: kube.get("kopf.dev/v1", "ClusterKopfPeering", "routectl").get("status"), what="peering")
+        assert [p["priority"] for p in peers.values()] == [7]
+        kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}})
+        await eventually(lambda: kube.get("v1", "Node", "n")["metadata"]["labels"].get("marked"),
+                         what="node handled while peered")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+    # On a clean exit kopf removes itself from the peering object.
+    assert not kube.get("kopf.dev/v1", "ClusterKopfPeering", "routectl").get("status")
