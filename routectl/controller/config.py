@@ -23,7 +23,6 @@ ENV_VARS: dict[str, str] = {
     "gce_network": "ROUTECTL_GCE_NETWORK",
     "gce_endpoint": "ROUTECTL_GCE_ENDPOINT",
     "aws_region": "ROUTECTL_AWS_REGION",
-    "aws_vpc_id": "ROUTECTL_AWS_VPC_ID",
     "aws_route_table_ids": "ROUTECTL_AWS_ROUTE_TABLE_IDS",
     "aws_endpoint": "ROUTECTL_AWS_ENDPOINT",
     "resync_seconds": "ROUTECTL_RESYNC_SECONDS",
@@ -61,7 +60,6 @@ class Config:
     gce_endpoint: str | None = None
     # AWS
     aws_region: str = "us-east-1"
-    aws_vpc_id: str | None = None
     aws_route_table_ids: tuple[str, ...] = ()
     aws_endpoint: str | None = None
     # Loops and limits
@@ -91,8 +89,6 @@ class Config:
             problems.append("cluster name must be 1..40 characters (it prefixes cloud route names)")
         if self.provider == "gce" and not self.gce_project:
             problems.append("gce needs a project (--gce-project / ROUTECTL_GCE_PROJECT)")
-        if self.provider == "aws" and not (self.aws_route_table_ids or self.aws_vpc_id or self.cluster_name):
-            problems.append("aws needs route table ids, a VPC id or a cluster tag")
         if self.resync_seconds <= 0:
             problems.append("resync period must be > 0 seconds")
         if self.cloud_rate <= 0 or self.cloud_burst < 1 or self.concurrency < 1:
@@ -116,13 +112,14 @@ class Config:
         return int(self.health_address.rsplit(":", 1)[1])
 
     def driver_settings(self) -> dict[str, Any]:
-        """Keyword settings for the cloud driver factory, only those of the chosen provider."""
+        """Keyword settings for routectl.cloud.factory.make_driver, only those of the chosen provider."""
+        common = {"rate": self.cloud_rate, "burst": self.cloud_burst, "concurrency": self.concurrency}
         if self.provider == "gce":
             return {"project": self.gce_project, "network": self.gce_network,
-                    "endpoint": self.gce_endpoint, "cluster_name": self.cluster_name}
-        return {"region": self.aws_region, "vpc_id": self.aws_vpc_id,
-                "route_table_ids": list(self.aws_route_table_ids), "endpoint": self.aws_endpoint,
-                "cluster_name": self.cluster_name}
+                    "endpoint": self.gce_endpoint, "cluster_name": self.cluster_name, **common}
+        # AWS finds its tables by the tag kubernetes.io/cluster/<cluster name> unless IDs are given.
+        return {"region": self.aws_region, "route_table_ids": list(self.aws_route_table_ids) or None,
+                "endpoint_url": self.aws_endpoint, "cluster_id": self.cluster_name, **common}
 
 
 def _coerce(name: str, raw: Any) -> Any:

@@ -31,11 +31,11 @@ def build_registry(controller: Controller, login: Any = None) -> kopf.OperatorRe
     if login is not None:  # explicit credentials: no reliance on $KUBECONFIG read at import time
         kopf.on.login(registry=registry, id="routectl-login")(login)
 
-    @kopf.index("", "v1", "nodes", registry=registry)
+    @kopf.index("", "v1", "nodes", registry=registry, id=NODE_INDEX)
     def routectl_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
         return {name: NodeView.from_body(body)}
 
-    @kopf.index(GROUP, VERSION, POOL_PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, POOL_PLURAL, registry=registry, id=POOL_INDEX)
     def routectl_pools(name: str, body: kopf.Body, **_: Any) -> dict[str, PoolView]:
         return {name: PoolView.from_body(body)}
 

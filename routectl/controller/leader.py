@@ -168,7 +168,10 @@ class LeaderElector:
         """Give the Lease up if we hold it (clean shutdown), so a successor need not wait for expiry."""
         if not self.is_leader:
             return
-        self._set_leader(False)
+        self.is_leader = False
+        log.info("leader election: %s releases lease %s/%s", self.identity, self.namespace, self.name)
+        if self.on_change is not None:
+            self.on_change(False)
         try:
             lease = await self.client.get(self.path)
             spec = lease.get("spec") or {}

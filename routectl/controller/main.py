@@ -22,20 +22,20 @@ from routectl.controller.config import ENV_VARS, Config, load_config
 from routectl.controller.kube import KubeClient, load_credentials
 from routectl.controller.leader import LeaderElector
 from routectl.controller.metrics import Metrics
-from routectl.controller.reconcile import Controller
+from routectl.controller.reconcile import Controller, RoutesFactory
 
 log = logging.getLogger(__name__)
 
 EXIT_LOST_LEASE = 3
 
 
-def build_routes(config: Config) -> Any:
-    """The cloud driver for the configured provider, wrapped in the route reconciler."""
+def build_routes(config: Config, cluster_cidrs: list[str], warn_percent: int) -> Any:
+    """The configured cloud's driver wrapped in the route reconciler, for the pools' CIDRs."""
     from routectl.cloud.factory import make_driver
-    from routectl.routes.reconciler import RouteReconciler
+    from routectl.routes.reconcile import RouteReconciler
 
-    driver = make_driver(config.provider, **config.driver_settings())
-    return RouteReconciler(driver, cluster_cidrs=[])
+    driver = make_driver(config.provider, cluster_cidrs=cluster_cidrs, **config.driver_settings())
+    return RouteReconciler(driver, cluster_cidrs, warn_percent=warn_percent, concurrency=config.concurrency)
 
 
 def make_login(kubeconfig: str | None) -> Callable[..., Any]:
@@ -94,7 +94,8 @@ class HealthServer:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
-async def run_controller(config: Config, *, routes: Any = None, stop: asyncio.Event | None = None,
+async def run_controller(config: Config, *, routes_factory: RoutesFactory | None = None,
+                         stop: asyncio.Event | None = None,
                          on_controller: Callable[[Controller], None] | None = None,
                          health: bool = True) -> int:
     """Run until stopped (returns 0) or until the Lease is lost (returns EXIT_LOST_LEASE)."""
@@ -103,12 +104,17 @@ async def run_controller(config: Config, *, routes: Any = None, stop: asyncio.Ev
     from routectl.controller.handlers import build_registry, configure_settings
 
     stop = stop or asyncio.Event()
-    routes = routes if routes is not None else await asyncio.to_thread(build_routes, config)
-    driver = getattr(routes, "driver", None)
-    metrics = Metrics(lambda: driver.calls.snapshot() if driver is not None and hasattr(driver, "calls")
-                      else None)
+    holder: list[Controller] = []
+
+    def cloud_stats() -> Any:
+        driver = getattr(holder[0].routes, "driver", None) if holder else None
+        return driver.calls.snapshot() if driver is not None else None
+
+    metrics = Metrics(cloud_stats)
     client = KubeClient.from_config(config.kubeconfig)
-    controller = Controller(config, client, routes, metrics=metrics)
+    factory = routes_factory or (lambda cidrs, warn: build_routes(config, cidrs, warn))
+    controller = Controller(config, client, factory, metrics=metrics)
+    holder.append(controller)
     if on_controller is not None:
         on_controller(controller)
     elector = LeaderElector(client, config.lease_namespace, config.lease_name, config.identity,
@@ -136,11 +142,11 @@ async def run_controller(config: Config, *, routes: Any = None, stop: asyncio.Ev
             settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=kopf_stop,
         ), name="routectl-kopf")
         watchers = {operator, asyncio.create_task(stop.wait())}
-        holder = asyncio.create_task(elector.hold()) if config.leader_elect else None
-        if holder is not None:
-            watchers.add(holder)
+        holding = asyncio.create_task(elector.hold()) if config.leader_elect else None
+        if holding is not None:
+            watchers.add(holding)
         done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
-        lost = holder is not None and holder in done
+        lost = holding is not None and holding in done
         if lost:
             log.error("leader lease lost: stopping at once")
         kopf_stop.set()
@@ -173,7 +179,6 @@ def _env_help(name: str) -> str:
 @click.option("--gce-network", help=f"GCE network name. {_env_help('gce_network')}")
 @click.option("--gce-endpoint", help=f"Compute API endpoint (fake server). {_env_help('gce_endpoint')}")
 @click.option("--aws-region", help=f"AWS region. {_env_help('aws_region')}")
-@click.option("--aws-vpc-id", help=f"VPC of the cluster's tagged route tables. {_env_help('aws_vpc_id')}")
 @click.option("--aws-route-table-id", "aws_route_table_ids", multiple=True,
               help=f"Route table to program (repeatable). {_env_help('aws_route_table_ids')} (comma list)")
 @click.option("--aws-endpoint", help=f"EC2 endpoint URL (moto). {_env_help('aws_endpoint')}")

@@ -14,7 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from routectl.constants import (
@@ -44,7 +44,11 @@ from routectl.controller.state import (
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
 from routectl.ipam.model import PoolSpec
-from routectl.routes.model import NodeRoutes
+from routectl.routes.model import NodeRoutes, NodeRouteStatus, parse_pools
+
+REASON_CLOUD_ERROR = "CloudError"
+# (cluster CIDRs, route-limit warning percent) -> a RouteReconciler over the configured cloud driver.
+RoutesFactory = Callable[[list[str], int], Any]
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +66,52 @@ def _canon(cidrs: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _newer(rv: str, than: str) -> bool:
+    """True when resourceVersion `rv` is later than `than` (etcd revisions are integers; else: differs)."""
+    if rv.isdigit() and than.isdigit():
+        return int(rv) > int(than)
+    return rv != than
+
+
+def _parses(cidr: str) -> bool:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def retarget_routes(routes: Any, cidrs: tuple[str, ...], warn_percent: int) -> None:
+    """Point a live reconciler (and a driver that owns routes by CIDR) at changed cluster CIDRs.
+
+    RouteReconciler takes its CIDRs at construction; pools can grow at run time (appended CIDRs), so
+    its public `cluster_cidrs`/`pools` (and the AWS driver's `pools`) are replaced in place, keeping
+    the cached view of the cloud.
+    """
+    pools = parse_pools(list(cidrs))
+    routes.cluster_cidrs = list(cidrs)
+    routes.pools = pools
+    routes.warn_percent = warn_percent
+    driver = getattr(routes, "driver", None)
+    if driver is not None and hasattr(driver, "pools"):
+        driver.pools = pools
+
+
 class Controller:
     """Allocation, routing and reporting for one cluster; each public coroutine is safe to call again."""
 
-    def __init__(self, config: Config, client: KubeClient, routes: Any, *, metrics: Metrics | None = None,
-                 warn_percent: int = 80) -> None:
+    def __init__(self, config: Config, client: KubeClient, routes_factory: RoutesFactory, *,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.client = client
-        self.routes = routes  # a routectl.routes reconciler (sync / ensure / remove)
+        # The route reconciler needs the cluster CIDRs (the pools'), so it is built once pools are known.
+        self.routes_factory = routes_factory
+        self.routes: Any = None
+        self.cluster_cidrs: tuple[str, ...] = ()
         self.metrics = metrics or Metrics()
         self.events = EventRecorder(client, config.event_namespace, instance=config.identity)
         self.allocator = Allocator()
         self.lock = asyncio.Lock()  # serialises every allocator mutation
-        self._cloud = asyncio.Semaphore(config.concurrency)
         self._ready = asyncio.Event()
         self._ready_lock = asyncio.Lock()
         self._node_index: Mapping[str, Any] | None = None
@@ -90,6 +127,12 @@ class Controller:
         self._pool_written: dict[str, dict[str, Any]] = {}
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._batch: dict[str, tuple[NodeRoutes, list[asyncio.Future[Any]]]] = {}
+        self._batch_wakeup = asyncio.Event()
+        self.stale_placeholders: set[str] = set()
+        self._configured: tuple[Any, ...] | None = None
+        self._node_locks: dict[str, asyncio.Lock] = {}
+        self._cidrs_written: dict[str, tuple[str, ...]] = {}  # podCIDRs we wrote (the watch may lag)
         self.resyncs = 0
 
     # ------------------------------------------------------------------------------------ views
@@ -135,6 +178,7 @@ class Controller:
             for f in findings:
                 if f.node in nodes:
                     await self._event_node(nodes[f.node], "Warning", EVENT_CIDR_CONFLICT, f.message)
+            self._tasks.append(asyncio.create_task(self._ensure_loop(), name="routectl-route-batches"))
             await self.resync(initial=True)
             self._ready.set()
             self.metrics.reconcile.labels("startup").observe(time.monotonic() - started)
@@ -157,6 +201,7 @@ class Controller:
         """Feed every pool spec to the allocator; record problems (Invalid) per pool."""
         specs: list[PoolSpec] = []
         problems: dict[str, list[str]] = {}
+        self._configured = self._pool_signature()
         for view in self.pool_views().values():
             try:
                 specs.append(PoolSpec.from_resource(view.body))
@@ -164,9 +209,7 @@ class Controller:
                 problems[view.name] = [str(exc)]
         async with self.lock:
             problems.update({k: v for k, v in self.allocator.set_pools(specs).items() if v})
-            cluster = sorted({c for s in specs for c in s.cidrs if not problems.get(s.name)})
-        if hasattr(self.routes, "set_cluster_cidrs"):
-            self.routes.set_cluster_cidrs(cluster)
+        await self._retarget_routes(specs)
         new = {k: v for k, v in problems.items() if v and v != self.pool_problems.get(k)}
         self.pool_problems = problems
         pools = self.pool_views()
@@ -175,11 +218,31 @@ class Controller:
                 await self._event_pool(name, "Warning", EVENT_POOL_INVALID, "; ".join(msgs))
         self._dirty.set()
 
+    async def _retarget_routes(self, specs: list[PoolSpec]) -> None:
+        """Build the route reconciler for the pools' CIDRs, or point it at a changed set of CIDRs."""
+        cidrs = tuple(sorted({c for s in specs for c in _canon(s.cidrs) if _parses(c)}))
+        warn = min((s.route_limit_warning_percent for s in specs), default=80)
+        if not cidrs or (cidrs == self.cluster_cidrs and self.routes is not None):
+            return
+        if self.routes is None:
+            self.routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
+        else:
+            retarget_routes(self.routes, cidrs, warn)
+        self.cluster_cidrs = cidrs
+
     async def pool_changed(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
         """A pool was created, edited or deleted: reconfigure, then serve nodes that were waiting."""
         await self.ensure_ready(node_index, pool_index)
+        if self._pool_signature() == self._configured:
+            self._dirty.set()  # e.g. our own status write or a finalizer: only the status may need a refresh
+            return
         await self._configure_pools(post_events=True)
         await self._serve_waiting()
+
+    def _pool_signature(self) -> tuple[Any, ...]:
+        """What the allocator depends on: each pool's generation and whether it is being deleted."""
+        return tuple(sorted((v.name, v.generation, v.deleting, str(v.body.get("spec")))
+                            for v in self.pool_views().values()))
 
     def pool_holders(self, name: str) -> tuple[str, ...]:
         """Nodes (not placeholders) holding blocks from pool `name`."""
@@ -203,10 +266,17 @@ class Controller:
         self.metrics.reconcile.labels("node").observe(time.monotonic() - started)
 
     async def reconcile_node(self, view: NodeView) -> None:
-        """Give the node a block if it has none, make its routes exist, and say so in its condition."""
+        """Give the node a block if it has none, make its routes exist, and say so in its condition.
+
+        One node is reconciled by one coroutine at a time (its event handler, or a retry pass)."""
+        lock = self._node_locks.setdefault(view.name, asyncio.Lock())
+        async with lock:
+            await self._reconcile_node(view)
+
+    async def _reconcile_node(self, view: NodeView) -> None:
         if view.deleting:
             return  # pods may still run there; the route and block go when the Node object is gone
-        cidrs = view.pod_cidrs
+        cidrs = view.pod_cidrs or self._cidrs_written.get(view.name, ())
         if not cidrs:
             assigned = await self._assign(view)
             if assigned is None:
@@ -218,11 +288,58 @@ class Controller:
         if problem is not None:
             await self._set_condition(view, route_state(False, "CIDRNotRouted", problem))
             return
-        node = NodeRoutes(view.name, view.uid, view.provider_id, _canon(cidrs))
-        async with self._cloud:
-            status = await asyncio.to_thread(self.routes.ensure, node)
+        if self.routes is None:
+            return  # no pool, no cluster CIDR: nothing of ours to route
+        status = await self._ensure_routes(NodeRoutes(view.name, view.uid, view.provider_id, _canon(cidrs)))
         await self._apply_route_status(view, status)
         self._dirty.set()
+
+    async def _ensure_routes(self, node: NodeRoutes) -> Any:
+        """Queue one node for the next route batch and wait for its status (events arrive in bursts)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        _, futures = self._batch.get(node.name, (node, []))
+        self._batch[node.name] = (node, [*futures, fut])
+        self._batch_wakeup.set()
+        return await fut
+
+    async def _ensure_loop(self) -> None:
+        """Run queued nodes through RouteReconciler.ensure() together: one thread hop, bounded concurrency."""
+        while True:
+            await self._batch_wakeup.wait()
+            await asyncio.sleep(0.05)
+            self._batch_wakeup.clear()
+            batch, self._batch = self._batch, {}
+            if not batch:
+                continue
+            started = time.monotonic()
+            try:
+                result = await asyncio.to_thread(self.routes.ensure, [n for n, _ in batch.values()])
+            except Exception as exc:
+                log.warning("route ensure failed for %d node(s): %s", len(batch), exc)
+                for _, futures in batch.values():
+                    for f in futures:
+                        if not f.done():
+                            f.set_result(NodeRouteStatus(False, REASON_CLOUD_ERROR, str(exc)))
+                continue
+            self._take_capacity(result, full=False)
+            for name, (_, futures) in batch.items():
+                status = result.nodes.get(name) or NodeRouteStatus(False, "RoutePending", "not routed yet")
+                for f in futures:
+                    if not f.done():
+                        f.set_result(status)
+            self.metrics.reconcile.labels("routes").observe(time.monotonic() - started)
+
+    def _take_capacity(self, result: Any, full: bool) -> None:
+        """Remember table fill and limit warnings from a route result (a full sync replaces warnings)."""
+        self.tables = list(result.tables)
+        for t in self.tables:
+            self.metrics.set_table(t.table, t.used, t.limit)
+        if full:
+            self.warnings = list(result.warnings)
+        elif result.warnings:
+            seen = {(w.kind, w.table) for w in result.warnings}
+            kept = [w for w in self.warnings if (w.kind, w.table) not in seen]
+            self.warnings = kept + list(result.warnings)
 
     async def _occupy(self, view: NodeView) -> None:
         """Record a podCIDR set by anyone (us before a restart, or another tool); report conflicts."""
@@ -288,6 +405,7 @@ class Controller:
                 rv = fresh.resource_version
                 continue
             self.metrics.node_writes.labels("podCIDR").inc()
+            self._cidrs_written[view.name] = alloc.cidrs
             self.metrics.allocations.labels(alloc.pool or "-").inc()
             self.exhausted.pop(alloc.pool, None)
             self._dirty.set()
@@ -300,10 +418,10 @@ class Controller:
         return None
 
     async def _serve_waiting(self) -> None:
-        """Retry nodes without a podCIDR (after a pool change or a release made room)."""
+        """Retry nodes without a podCIDR (after a pool change or a release made room), concurrently."""
         waiting = [v for v in self.node_views().values() if not v.pod_cidrs and not v.deleting]
-        for v in waiting:
-            await self.reconcile_node(v)
+        if waiting:
+            await asyncio.gather(*(self.reconcile_node(v) for v in waiting), return_exceptions=True)
 
     async def node_gone(self, view: NodeView) -> None:
         """A Node was deleted: delete its routes first, then release its block (never the other way)."""
@@ -312,32 +430,38 @@ class Controller:
         self.gone[view.name] = view
         await self._remove_gone()
 
-    async def _remove_gone(self) -> None:
+    async def _remove_gone(self, serve: bool = True) -> None:
         """Delete the routes of every gone node; release the blocks whose routes are confirmed gone."""
         live = self.node_views()
+        released_any = False
         for name, view in list(self.gone.items()):
             if name in live:
                 self.gone.pop(name, None)
                 continue
-            node = NodeRoutes(name, view.uid, view.provider_id, _canon(view.pod_cidrs))
-            try:
-                async with self._cloud:
-                    await asyncio.to_thread(self.routes.remove, node)
-            except Exception as exc:
-                log.warning("deleting routes of gone node %s failed (block kept): %s", name, exc)
-                continue
+            if self.routes is not None:
+                try:
+                    result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs))
+                    status = result.nodes.get(name)
+                    if status is not None and not status.ok:
+                        raise RuntimeError(status.message)
+                except Exception as exc:
+                    log.warning("deleting routes of gone node %s failed (block kept): %s", name, exc)
+                    continue
             async with self.lock:
                 released = self.allocator.release(name)
             self.gone.pop(name, None)
+            self._cidrs_written.pop(name, None)
+            self._node_locks.pop(name, None)
             self.route_status.pop(name, None)
             self.findings.pop(name, None)
             self._written.pop(name, None)
             if released is not None:
+                released_any = True
                 self.metrics.releases.labels(released.pool or "-").inc()
                 for pool in list(self.exhausted):
                     self.exhausted.pop(pool, None)
             self._dirty.set()
-        if not self.gone:
+        if serve and released_any:
             await self._serve_waiting()
 
     # ------------------------------------------------------------------------------------ routes
@@ -349,23 +473,24 @@ class Controller:
             for a in self.allocator.allocations():
                 if a.node not in live and not a.node.startswith(STALE_PREFIX) and a.node not in self.gone:
                     self.gone[a.node] = NodeView(a.node, "", None, {}, a.cidrs, "", False, None)
+        if self.routes is None:
+            await self._remove_gone()
+            return
         nodes = [NodeRoutes(v.name, v.uid, v.provider_id, _canon(v.pod_cidrs))
                  for v in live.values() if v.pod_cidrs and self._cidr_problem(v.name) is None]
         try:
-            async with self._cloud:
-                result = await asyncio.to_thread(self.routes.sync, nodes)
+            result = await asyncio.to_thread(self.routes.sync, nodes)
         except Exception as exc:
             log.warning("route resync failed: %s", exc)
             if initial:
                 raise
             return
         self.resyncs += 1
-        self.tables = list(result.tables)
-        self.warnings = list(result.warnings)
-        for t in self.tables:
-            self.metrics.set_table(t.table, t.used, t.limit)
-        self.metrics.routes_desired.set(sum(len(n.pod_cidrs) for n in nodes) * max(1, len(self.tables) or 1))
-        self.metrics.routes_actual.set(getattr(result, "routes_programmed", 0))
+        self._take_capacity(result, full=True)
+        await self._hold_stale_blocks(result)
+        tables = len(self.routes.driver.list_tables()) if hasattr(self.routes, "driver") else 1
+        self.metrics.routes_desired.set(sum(len(n.pod_cidrs) for n in nodes) * tables)
+        self.metrics.routes_actual.set(result.routes_programmed)
         for name, status in result.nodes.items():
             view = live.get(name)
             if view is not None:
@@ -374,11 +499,23 @@ class Controller:
             reason = EVENT_ROUTE_LIMIT_REACHED if w.kind == "reached" else EVENT_ROUTE_LIMIT_NEARING
             for pool in self.pool_views():
                 await self._event_pool(pool, "Warning", reason, w.message)
-        await self._remove_gone()
-        # nodes that missed their event (e.g. the controller was down): assign now.
-        await self._serve_waiting()
+        await self._remove_gone(serve=not initial)
+        if not initial:  # nodes whose last event found no room or no pool: try again
+            await self._serve_waiting()
         self._dirty.set()
         self.metrics.reconcile.labels("resync").observe(time.monotonic() - started)
+
+    async def _hold_stale_blocks(self, result: Any) -> None:
+        """Keep blocks whose stale route could not be deleted occupied, so they are not handed out again."""
+        failed = {_canon([a.destination])[0] for a, _ in result.failed if a.kind == "delete"}
+        async with self.lock:
+            for dest in failed - self.stale_placeholders:
+                holder = STALE_PREFIX + dest
+                if self.allocator.allocation_of(holder) is None:
+                    self.allocator.occupy(holder, [dest])
+            for dest in self.stale_placeholders - failed:
+                self.allocator.release(STALE_PREFIX + dest)
+        self.stale_placeholders = failed
 
     async def _resync_loop(self) -> None:
         while True:
@@ -403,17 +540,17 @@ class Controller:
             self._written.pop(view.name, None)
             return
         written = self._written.get(view.name)
-        if written is not None and written[0] == state and written[1] == view.resource_version:
-            return  # we wrote it; the watch has not brought the new version yet
+        if written is not None and written[0] == state and not _newer(view.resource_version, written[1]):
+            return  # we wrote it; the watch has not brought that version yet
         try:
-            await kube.patch_node_condition(self.client, view.name,
-                                            kube.network_condition(state.ok, state.reason, state.message))
+            condition = kube.network_condition(state.ok, state.reason, state.message)
+            body = await kube.patch_node_condition(self.client, view.name, condition)
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("patching NetworkUnavailable of node %s failed: %s", view.name, exc)
             return
         self.metrics.node_writes.labels("condition").inc()
-        self._written[view.name] = (state, view.resource_version)
+        self._written[view.name] = (state, str((body.get("metadata") or {}).get("resourceVersion", "")))
 
     # ------------------------------------------------------------------------------- pool status
     def pool_facts(self, view: PoolView) -> PoolFacts:
@@ -430,6 +567,9 @@ class Controller:
             holders = tuple(a.node for a in self.allocator.allocations() if a.pool == view.name)
             facts.allocated = len(holders)
         facts.holders = tuple(n for n in holders if not n.startswith(STALE_PREFIX))
+        if facts.deleting:
+            facts.holder_cidrs = {n: a.cidrs for n in facts.holders
+                                  if (a := self.allocator.allocation_of(n)) is not None}
         facts.routes_programmed = sum(1 for n in facts.holders if (s := self.route_status.get(n)) and s.ok)
         facts.exhausted = self.exhausted.get(view.name)
         facts.tables = [{"id": t.table, "used": t.used, "limit": t.limit} for t in self.tables]

@@ -112,12 +112,12 @@ class PoolFacts:
     routes_programmed: int = 0
     invalid: str | None = None          # message of the validation problem, None when valid
     exhausted: str | None = None        # message when a node could not get a block
-    holders: tuple[str, ...] = ()       # nodes holding blocks (reported while the pool is deleted)
+    holders: tuple[str, ...] = ()       # nodes holding blocks (listed in status while the pool is deleted)
+    holder_cidrs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     deleting: bool = False
     tables: Sequence[Mapping[str, Any]] = ()           # [{id, used, limit}]
     nearing: str | None = None          # route limit nearing message
     reached: str | None = None          # route limit reached message (with the quota/overlay advice)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _cond(ctype: str, status: bool, reason: str, message: str) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def pool_status(f: PoolFacts, previous: Mapping[str, Any] | None, now: str) -> d
         c["lastTransitionTime"] = old.get("lastTransitionTime", now) if old and old.get("status") == \
             c["status"] else now
         conditions.append(c)
-    return {
+    status: dict[str, Any] = {
         "observedGeneration": f.generation,
         "allocated": f.allocated,
         "capacity": f.capacity,
@@ -169,6 +169,11 @@ def pool_status(f: PoolFacts, previous: Mapping[str, Any] | None, now: str) -> d
         "routeTables": [dict(t) for t in f.tables],
         "conditions": conditions,
     }
+    if f.deleting and f.holders:  # say which nodes keep the pool alive
+        status["nodes"] = [{"name": n, "cidrs": list(f.holder_cidrs.get(n, ()))} for n in f.holders]
+    elif previous and previous.get("nodes"):
+        status["nodes"] = None  # merge patch: drop the list once it no longer applies
+    return status
 
 
 def status_differs(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
