@@ -35,7 +35,7 @@ MUTATING_PREFIXES = ("Create", "Delete", "Replace", "Modify", "Associate", "Disa
                      "Attach", "Detach")
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 _SERVICE_RE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
-_forced_blackholes: set[tuple[str, str | None]] = set()  # (route id, target id when forced)
+_forced_blackholes: set[tuple[str, str]] = set()  # (route table id, destination) until ReplaceRoute
 _patched = False
 
 
@@ -49,7 +49,8 @@ def _route_target_id(route: Any) -> str | None:
 
 def _computed_state(route: Any) -> str:
     """EC2 semantics: blackhole when the target ENI was deleted or the target instance terminated."""
-    if (route.id, _route_target_id(route)) in _forced_blackholes:
+    dest = route.destination_cidr_block or route.destination_ipv6_cidr_block
+    if (route.route_table.id, dest) in _forced_blackholes:
         return "blackhole"
     backend = route.route_table.ec2_backend
     eni = getattr(route, "interface", None)
@@ -114,6 +115,9 @@ class _Middleware:
                                           f"The maximum number of routes ({sim.route_limit}) has been "
                                           f"reached for route table {table}.")
                     return self.app(environ, start_response)
+            if action == "ReplaceRoute":
+                dest = params.get("DestinationCidrBlock") or params.get("DestinationIpv6CidrBlock") or ""
+                _forced_blackholes.discard((params.get("RouteTableId", ""), dest))
         elif service == "servicequotas":
             action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
             sim._log(f"servicequotas:{action}")
@@ -194,6 +198,8 @@ class MotoAWS:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._subnet_ids = itertools.count(1)
+        self._session: boto3.Session | None = None
+        self._clients: dict[str, Any] = {}
 
     # ----- lifecycle -----
     def start(self) -> MotoAWS:
@@ -237,12 +243,16 @@ class MotoAWS:
         return f"http://127.0.0.1:{self._server.server_port}"
 
     def session(self) -> boto3.Session:
-        """A boto3 session with the dummy credentials moto accepts."""
-        return boto3.Session(region_name=self.region, **CREDENTIALS)
+        """A boto3 session with the dummy credentials moto accepts (cached: sessions are slow to build)."""
+        if self._session is None:
+            self._session = boto3.Session(region_name=self.region, **CREDENTIALS)
+        return self._session
 
     def client(self, service: str = "ec2") -> Any:
         """An admin client (its calls are logged too; use `reset_log()` after arranging)."""
-        return self.session().client(service, endpoint_url=self.endpoint)
+        if service not in self._clients:
+            self._clients[service] = self.session().client(service, endpoint_url=self.endpoint)
+        return self._clients[service]
 
     def _backend(self) -> Any:
         from moto.core import DEFAULT_ACCOUNT_ID
@@ -301,10 +311,10 @@ class MotoAWS:
         self.client().terminate_instances(InstanceIds=[self.nodes[name]["instance"]])
 
     def blackhole(self, table: str, destination: str) -> None:
-        """Force one route into the blackhole state (until its target is replaced)."""
+        """Force one route into the blackhole state (until a ReplaceRoute repairs it)."""
         for r in self._backend().route_tables[table].routes:
             if destination in (r.destination_cidr_block, r.destination_ipv6_cidr_block):
-                _forced_blackholes.add((r.id, _route_target_id(r)))
+                _forced_blackholes.add((table, destination))
                 return
         raise KeyError(f"no route {destination} in {table}")
 

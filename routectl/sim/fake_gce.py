@@ -335,7 +335,7 @@ class FakeGCE:
             raise _HTTPError(400, "invalid", f"Invalid value for field 'resource.destRange': "
                              f"'{body.get('destRange')}'")
         net = str(body.get("network", ""))
-        if not net.rstrip("/").endswith(f"/global/networks/{self.network}") and net != self.network:
+        if not ("/" + net.rstrip("/")).endswith(f"/global/networks/{self.network}") and net != self.network:
             raise _HTTPError(404, "notFound", f"The resource '{net}' was not found")
         hop = body.get("nextHopInstance")
         if hop:

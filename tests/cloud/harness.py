@@ -82,11 +82,13 @@ class GCEHarness:
         hop = f"projects/sim-project/zones/{self.zone}/instances/vpn-box"
         self.fake.add_foreign_route("vpn-10-244-200", "10.244.200.0/24", next_hop_instance=hop)
         self.fake.add_foreign_route("rc-c1-11111111-2222-3333-4444-555555555555", "10.244.201.0/24",
-                                    next_hop_instance=hop, description=f"{ROUTE_DESCRIPTION_MARKER} cluster=c2")
+                                    next_hop_instance=hop,
+                                    description=f"{ROUTE_DESCRIPTION_MARKER} cluster=c2")
         self.fake.add_foreign_route("rc-c1-99999999-2222-3333-4444-555555555555", "10.244.202.0/24",
                                     next_hop_instance=hop, network="other-net",
                                     description=f"{ROUTE_DESCRIPTION_MARKER} cluster={CLUSTER}")
-        self.fake.add_foreign_route("default-internet", "0.0.0.0/0", next_hop_gateway="global/gateways/default")
+        self.fake.add_foreign_route("default-internet", "0.0.0.0/0",
+                                    next_hop_gateway="global/gateways/default")
         return {"vpn-10-244-200", "rc-c1-11111111-2222-3333-4444-555555555555",
                 "rc-c1-99999999-2222-3333-4444-555555555555", "default-internet"}
 

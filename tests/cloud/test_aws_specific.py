@@ -1,0 +1,113 @@
+"""AWS-only behaviour on moto: blackholes, ENI target, table selection, quota fallback, report-only mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from routectl.routes.model import NodeRoutes
+from routectl.routes.reconcile import RouteReconciler
+from tests.cloud.harness import CLUSTER_CIDRS, AWSHarness
+
+
+@pytest.fixture
+def aws() -> Iterator[AWSHarness]:
+    h = AWSHarness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_blackhole_routes_are_cleaned_or_repaired(aws: AWSHarness) -> None:
+    a = aws.add_node("node-1", ("10.244.1.0/24",))
+    b = aws.add_node("node-2", ("10.244.2.0/24",))
+    rec = aws.reconciler()
+    rec.sync([a, b])
+    aws.sim.terminate_node("node-1")  # node-1 is gone for good: its routes turn into blackholes
+    states = {t: r["10.244.1.0/24"]["state"] for t, r in aws.per_table_routes().items()}
+    assert set(states.values()) == {"blackhole"}
+    # node-2's instance is replaced (same node, new instance): its blackholed route must be repaired
+    table = aws.sim.route_table_ids[0]
+    aws.sim.blackhole(table, "10.244.2.0/24")
+    res = rec.sync([b])
+    assert res.nodes["node-2"].ok
+    routes = aws.per_table_routes()
+    assert all("10.244.1.0/24" not in r for r in routes.values())
+    assert routes[table]["10.244.2.0/24"]["state"] == "active"
+    kinds = sorted(a.kind for a in res.actions)
+    assert kinds == ["delete", "delete", "replace"]
+
+
+def test_foreign_blackhole_outside_pools_survives(aws: AWSHarness) -> None:
+    ec2 = aws.sim.client()
+    sub = next(iter(aws.sim.subnets.values()))
+    eni = ec2.create_network_interface(SubnetId=sub)["NetworkInterface"]["NetworkInterfaceId"]
+    table = aws.sim.route_table_ids[0]
+    aws.sim.add_foreign_route(table, "172.16.0.0/24", NetworkInterfaceId=eni)
+    ec2.delete_network_interface(NetworkInterfaceId=eni)
+    assert aws.sim.routes(table)["172.16.0.0/24"]["state"] == "blackhole"
+    aws.reconciler().sync([])
+    assert "172.16.0.0/24" in aws.sim.routes(table)
+
+
+def test_targets_primary_eni_of_multi_eni_instance(aws: AWSHarness) -> None:
+    node = aws.add_node("node-1", ("10.244.1.0/24",))  # the harness attaches a second ENI
+    inst = aws.sim.client().describe_instances(InstanceIds=[aws.sim.nodes["node-1"]["instance"]])
+    enis = inst["Reservations"][0]["Instances"][0]["NetworkInterfaces"]
+    assert len(enis) == 2
+    aws.reconciler().sync([node])
+    assert aws.routes_to() == {"10.244.1.0/24": {aws.sim.nodes["node-1"]["eni"]}}
+
+
+def test_report_only_source_dest_check(aws: AWSHarness) -> None:
+    node = aws.add_node("node-1", ("10.244.1.0/24",), prereq_ok=False)
+    res = aws.reconciler(fix_source_dest_check=False).sync([node])
+    assert res.nodes["node-1"].reason == "PrerequisiteFailed"
+    assert "source/destination check" in res.nodes["node-1"].message
+    assert not aws.prerequisite_ok(node)
+    assert aws.mutating_calls() == 0 and aws.routes_to() == {}
+
+
+def test_configured_table_ids_and_shared_tag(aws: AWSHarness) -> None:
+    only = aws.sim.route_table_ids[1]
+    node = aws.add_node("node-1", ("10.244.1.0/24",))
+    RouteReconciler(aws.driver(route_table_ids=[only]), CLUSTER_CIDRS).sync([node])
+    routes = aws.per_table_routes()
+    assert "10.244.1.0/24" in routes[only]
+    assert "10.244.1.0/24" not in routes[aws.sim.route_table_ids[0]]
+    # a table tagged for another cluster is never used
+    ec2 = aws.sim.client()
+    other = ec2.create_route_table(VpcId=aws.sim.vpc_id, TagSpecifications=[{
+        "ResourceType": "route-table", "Tags": [{"Key": "kubernetes.io/cluster/other", "Value": "shared"}]}])
+    assert other["RouteTable"]["RouteTableId"] not in aws.driver().list_tables()
+
+
+def test_quota_denied_falls_back_to_50_and_cloud_refusal_stops_creates(aws: AWSHarness) -> None:
+    aws.sim.deny_quota = True
+    aws.set_limit(5)  # the real table limit is lower than the assumed default of 50
+    nodes = [aws.add_node(f"node-{i}", (f"10.244.{i}.0/24",)) for i in range(1, 9)]
+    drv = aws.driver(concurrency=1)
+    caps = drv.capacity(drv.list_routes())
+    assert {c.limit for c in caps} == {50} and "GetServiceQuota failed" in caps[0].raise_to_hint
+    res = RouteReconciler(drv, CLUSTER_CIDRS, concurrency=1).sync(nodes)
+    # 3 fit per table (local + IGW already there); once the cloud says RouteLimitExceeded, no more tries
+    assert aws.create_attempts() == 2 * (3 + 1)
+    assert sum(s.ok for s in res.nodes.values()) == 3
+    assert all(s.reason == "RouteLimitReached" for n, s in res.nodes.items() if not s.ok)
+    assert any(w.kind == "reached" and "overlay" in w.message for w in res.warnings)
+
+
+def test_iam_actions_logged(aws: AWSHarness) -> None:
+    node = aws.add_node("node-1", ("10.244.1.0/24",), prereq_ok=False)
+    aws.reconciler().sync([node])
+    assert set(aws.sim.call_log) == {"ec2:DescribeRouteTables", "servicequotas:GetServiceQuota",
+                                     "ec2:DescribeInstances", "ec2:ModifyNetworkInterfaceAttribute",
+                                     "ec2:CreateRoute"}
+
+
+def test_ipv6_route_uses_ipv6_destination(aws: AWSHarness) -> None:
+    node = NodeRoutes("n", "u", aws.add_node("node-1", ()).provider_id, ("fd00:10:244:7::/64",))
+    aws.reconciler().sync([node])
+    assert "fd00:10:244:7::/64" in aws.routes_to()

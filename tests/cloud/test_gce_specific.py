@@ -1,0 +1,100 @@
+"""GCE-only behaviour on the fake Compute server: names, markers, pagination, operation-level quota errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from routectl.constants import ROUTE_DESCRIPTION_MARKER
+from routectl.routes.model import NodeRoutes
+from routectl.sim.fake_gce import FakeGCE
+from tests.cloud.harness import GCEHarness
+
+
+@pytest.fixture
+def gce() -> Iterator[GCEHarness]:
+    h = GCEHarness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_route_fields_names_and_marker(gce: GCEHarness) -> None:
+    node = gce.add_node("node-1", ("10.244.1.0/24", "fd00:10:244:1::/64"))
+    gce.reconciler(priority=900, tags=["k8s-node"]).sync([node])
+    routes = gce.all_routes()
+    assert len(routes) == 2
+    for name, r in routes.items():
+        assert len(name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)
+        assert name.startswith("rc-c1-" + node.uid)
+        assert r["description"] == f"{ROUTE_DESCRIPTION_MARKER} cluster=c1"
+        assert r["priority"] == 900 and r["tags"] == ["k8s-node"]
+        assert r["network"].endswith("/projects/sim-project/global/networks/default")
+        assert r["nextHopInstance"].endswith("/projects/sim-project/zones/us-central1-a/instances/node-1")
+    assert sorted(n.endswith("-v6") for n in routes) == [False, True]
+
+
+def test_pagination_and_steady_state_list_is_pages_only(gce: GCEHarness) -> None:
+    nodes = [NodeRoutes(f"n{i}", f"uid-{i}", gce.fake.add_instance(gce.zone, f"n{i}"),
+                        (f"10.244.{i // 256}.{i % 256}/32",)) for i in range(520)]
+    gce.set_limit(1000)
+    rec = gce.reconciler()
+    res = rec.sync(nodes)
+    assert res.routes_programmed == 520 and res.failed == []
+    gce.reset_log()
+    res = rec.sync(nodes)
+    assert gce.mutating_calls() == 0
+    assert gce.list_calls() == 2  # 520 routes, 500 per page
+    assert gce.fake.calls("compute.instances.get") == 0  # next hops cached
+    assert res.routes_programmed == 520
+
+
+def test_quota_error_in_operation_is_route_limit() -> None:
+    with FakeGCE(routes_quota=1, op_delay=0.0, quota_error_in_operation=True) as fake:
+        h = GCEHarness.__new__(GCEHarness)
+        h.fake = fake
+        import itertools
+
+        h._uids = itertools.count(1)
+        a, b = h.add_node("a", ("10.244.1.0/24",)), h.add_node("b", ("10.244.2.0/24",))
+        drv = h.driver()
+        from routectl.cloud.base import RouteLimitError
+
+        drv.create("default", "10.244.1.0/24", drv.resolve(a), a)
+        with pytest.raises(RouteLimitError, match="QUOTA_EXCEEDED"):
+            drv.create("default", "10.244.2.0/24", drv.resolve(b), b)
+
+
+def test_iam_permissions_recorded(gce: GCEHarness) -> None:
+    node = gce.add_node("node-1", ("10.244.1.0/24",))
+    rec = gce.reconciler()
+    rec.sync([node])
+    rec.sync([])
+    assert gce.fake.required_permissions() == {
+        "compute.routes.list", "compute.projects.get", "compute.instances.get", "compute.routes.insert",
+        "compute.networks.updatePolicy", "compute.instances.use", "compute.globalOperations.get",
+        "compute.routes.delete"}
+
+
+def test_fake_rejects_bad_names_and_duplicates(gce: GCEHarness) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    def post(body: dict) -> int:
+        req = urllib.request.Request(f"{gce.fake.endpoint}/compute/v1/projects/sim-project/global/routes",
+                                     data=json.dumps(body).encode(), method="POST")
+        try:
+            return urllib.request.urlopen(req).status
+        except urllib.error.HTTPError as e:
+            assert "error" in json.loads(e.read())
+            return e.code
+
+    base = {"network": "global/networks/default", "destRange": "10.9.0.0/24", "nextHopGateway": "x"}
+    assert post(dict(base, name="Bad_Name")) == 400
+    assert post(dict(base, name="ok-name")) == 200
+    assert post(dict(base, name="ok-name")) == 409
+    assert post(dict(base, name="x", destRange="nope")) == 400
