@@ -384,3 +384,53 @@ def test_property_rebuild_any_state_never_crashes_and_keeps_everything(holds: li
             break
         assert not any(new.overlaps(t) for t in taken)  # type: ignore[arg-type]
         taken.append(new)
+
+
+reconfig_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("alloc"), st.integers(0, 11)),
+        st.tuples(st.just("release"), st.integers(0, 11)),
+        st.tuples(st.just("append"), st.integers(0, 2)),
+        st.tuples(st.just("invalid"), st.booleans()),
+    ),
+    max_size=80,
+)
+EXTRA = ("10.0.8.0/23", "10.0.10.0/24", "10.0.2.0/23")  # the last overlaps the first CIDR: blamed
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=reconfig_ops)
+def test_property_reconfiguration_never_double_books(ops: list[tuple[str, object]]) -> None:
+    cidrs = ["10.0.0.0/22"]
+    broken = False
+    a = alloc_with(pool("p", *cidrs))
+
+    def configure() -> None:
+        a.set_pools([pool("p", *cidrs, route_limit_warning_percent=0 if broken else 80)])
+
+    for op, arg in ops:
+        if op == "alloc":
+            had = a.allocation_of(f"n{arg}")
+            try:
+                got = a.allocate(f"n{arg}")
+                assert had == got or not broken  # an invalid pool serves nothing new
+            except NoMatchingPoolError:
+                assert broken and had is None
+            except CIDRExhaustedError:
+                assert not broken
+        elif op == "release":
+            a.release(f"n{arg}")
+        elif op == "append":
+            extra = EXTRA[arg]  # type: ignore[index]
+            if extra not in cidrs:
+                cidrs.append(extra)
+                configure()
+        else:
+            broken = bool(arg)
+            configure()
+        nets = [ipaddress.ip_network(c) for x in a.allocations() for c in x.cidrs]
+        for i, n in enumerate(nets):
+            assert not any(n.overlaps(m) for m in nets[i + 1 :]), nets  # type: ignore[arg-type]
+        assert all(x.pool == "p" for x in a.allocations())
+    held = {c for x in a.allocations() for c in x.cidrs}
+    assert held <= a.used_blocks()  # blamed overlapping CIDRs mirror the same blocks
