@@ -31,6 +31,7 @@ import attrs
 import kmock
 from kmock._internal import rendering
 
+from routectl.sim import kube_table
 from routectl.sim.kube_select import SelectorError, parse_field_selector, parse_label_selector
 from routectl.sim.kube_store import ApiError, Change, Obj, ResourceType, Store, bad_request
 
@@ -292,11 +293,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise bad_request("dryRun is not emulated by routectl's Kubernetes API emulator")
         fv = params.get("fieldValidation", "")
         body = self._body(request, method)
+        as_table = kube_table.wants_table(request.headers.get("Accept", ""))
         if route.name is None:
             if method == "GET" and params.get("watch") in ("true", "1"):
                 return await self._watch(request, rt, route, params)
             if method == "GET":
-                return _json(self._list(rt, route, params))
+                listed = self._list(rt, route, params)
+                if as_table:
+                    table = self._table(rt, route, listed["items"])
+                    table["metadata"] = listed["metadata"]
+                    return _json(table)
+                return _json(listed)
             if method == "POST":
                 return _json(self._out(self.store.create(rt, ns, body, fv), route), 201)
             if method == "DELETE":
@@ -311,7 +318,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if method == "GET":
             if route.subresource == "status" and not rt.status_subresource:
                 raise ApiError(404, "NotFound", f"{rt.plural} has no status subresource")
-            return _json(self._out(self.store.get(rt, ns, route.name), route))
+            obj = self._out(self.store.get(rt, ns, route.name), route)
+            return _json(self._table(rt, route, [obj]) if as_table else obj)
         if method == "PUT":
             return _json(self._out(
                 self.store.update(rt, ns, route.name, body, route.subresource, fv), route))
@@ -376,6 +384,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return {"kind": f"{rt.kind}List", "apiVersion": api_version, "metadata": meta,
                 "items": [self._out(o, route) for o in items]}
 
+    def _table(self, rt: ResourceType, route: _Route, items: list[Obj]) -> Obj:
+        return kube_table.table(items, rt.printer_columns.get(route.version), rt.plural, str(self.store.rv))
+
     def _delete_collection(self, rt: ResourceType, route: _Route, params: Any, body: Any) -> Obj:
         ns = route.namespace if rt.namespaced else None
         labels = parse_label_selector(params.get("labelSelector"))
@@ -405,6 +416,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
             elif not now:
                 kind = ""
             return {"type": kind, "object": self._out(change.obj, route)} if kind else None
+
+        as_table = kube_table.wants_table(request.headers.get("Accept", ""))
+
+        def shaped(event: Obj) -> Obj:
+            if not as_table or event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                return event
+            return {"type": event["type"], "object": self._table(rt, route, [event["object"]])}
 
         since_raw = params.get("resourceVersion") or ""
         send_initial = params.get("sendInitialEvents") == "true"
@@ -439,7 +457,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         try:
             await response.prepare(request._raw_request)
             for event in events:
-                await self._write_event(response, event)
+                await self._write_event(response, shaped(event))
             if events and events[-1]["type"] == "ERROR":
                 return response
             deadline = time.monotonic() + timeout if timeout else None
@@ -457,7 +475,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     continue
                 event = translate(change)
                 if event is not None:
-                    await self._write_event(response, event)
+                    await self._write_event(response, shaped(event))
                     last_write = time.monotonic()
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write_eof()

@@ -92,6 +92,7 @@ class ResourceType:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     schemas: dict[str, Obj] = field(default_factory=dict)  # version -> openAPIV3Schema (CRs only)
+    printer_columns: dict[str, list[Obj]] = field(default_factory=dict)  # version -> additionalPrinterColumns
     crd_name: str | None = None
 
     @property
@@ -550,6 +551,7 @@ class Store:
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in versions
                      if (v.get("schema") or {}).get("openAPIV3Schema")},
+            printer_columns={v["name"]: list(v.get("additionalPrinterColumns") or []) for v in versions},
             crd_name=_meta(crd)["name"])
 
     def _unregister_crd(self, crd: Obj) -> None:

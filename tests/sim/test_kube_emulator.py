@@ -443,3 +443,19 @@ def test_live_watch_is_logged_while_open(kube: KubeServer) -> None:
         assert len(records) == 1 and records[0].status == 0  # still streaming
     code, _ = raw(kube, "POST", "/api/v1/events", {"metadata": {"name": "e", "namespace": "default"}})
     assert code == 405  # namespaced kinds are created under /namespaces/<ns>/, as upstream
+
+
+def test_table_form_uses_crd_printer_columns(kube: KubeServer) -> None:
+    crd = pool_crd()
+    crd["spec"]["versions"][0]["additionalPrinterColumns"] = [
+        {"name": "Mask", "type": "integer", "jsonPath": ".spec.nodeMaskSizeIPv4"}]
+    kube.install_crd(crd)
+    kube.create({"apiVersion": f"{GROUP}/{VERSION}", "kind": "PodCIDRPool", "metadata": {"name": "p"},
+                 "spec": {"cidrs": [], "nodeMaskSizeIPv4": 26}})
+    req = urllib.request.Request(f"{kube.url}/apis/{GROUP}/{VERSION}/{PLURAL}", headers={
+        "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+    body = json.loads(urllib.request.urlopen(req).read())
+    assert body["kind"] == "Table"
+    assert [c["name"] for c in body["columnDefinitions"]] == ["Name", "Mask", "Age"]
+    assert body["rows"][0]["cells"][:2] == ["p", 26]
+    assert body["rows"][0]["object"]["metadata"]["name"] == "p"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from routectl.sim.kube_patch import PatchError, apply_patch, json_patch, merge_patch, strategic_merge_patch
 from routectl.sim.kube_select import SelectorError, parse_field_selector, parse_label_selector
+from routectl.sim.kube_table import age, jsonpath, table
 
 
 def test_merge_patch_rfc7386() -> None:
@@ -113,3 +116,23 @@ def test_field_selectors() -> None:
         parse_field_selector("involvedObject.kind=Node", "nodes")
     with pytest.raises(SelectorError):
         parse_field_selector("metadata.name", "nodes")
+
+
+def test_jsonpath_subset_and_table_cells() -> None:
+    obj = {"metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": {"cidrs": ["10.0.0.0/16", "fd00::/56"], "mask": 24},
+           "status": {"conditions": [{"type": "Ready", "status": "True"},
+                                     {"type": "Exhausted", "status": "False"}]}}
+    assert jsonpath(obj, ".spec.mask") == [24]
+    assert jsonpath(obj, "{.spec.cidrs[1]}") == ["fd00::/56"]
+    assert jsonpath(obj, ".status.conditions[*].type") == ["Ready", "Exhausted"]
+    assert jsonpath(obj, '.status.conditions[?(@.type=="Exhausted")].status') == ["False"]
+    assert jsonpath(obj, ".spec.missing") == [] and jsonpath(obj, "bogus") == []
+    t = table([obj], [{"name": "Mask", "type": "integer", "jsonPath": ".spec.mask"},
+                      {"name": "CIDRs", "type": "string", "jsonPath": ".spec.cidrs"},
+                      {"name": "Free", "type": "integer", "jsonPath": ".status.free"}], "pools", "7")
+    assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Mask", "CIDRs", "Free", "Age"]
+    cells = t["rows"][0]["cells"]
+    assert cells[:4] == ["p", 24, '["10.0.0.0/16","fd00::/56"]', None] and cells[4].endswith("d")
+    now = datetime.datetime(2026, 1, 1, 0, 2, 5, tzinfo=datetime.UTC)
+    assert age("2026-01-01T00:00:00Z", now) == "2m" and age("2026-01-01T00:02:00Z", now) == "5s"
