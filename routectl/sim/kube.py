@@ -1,10 +1,25 @@
-"""Kubernetes API emulator over real HTTP on 127.0.0.1, for kopf, the official client and kubectl-like tools.
+"""Kubernetes API emulator over real HTTP on 127.0.0.1, for kopf, the official client and kubectl.
 
 A small strict subclass of kmock 0.8's ``KubernetesEmulator`` (pinned: it overrides the private ``_handle``):
-kmock still parses requests, keeps its request list and renders unexpected failures, while the object
-semantics come from :mod:`routectl.sim.kube_store` (resourceVersion, 409/422, status split, finalizers,
-CRDs) and :mod:`routectl.sim.kube_patch`. :class:`KubeServer` hosts it in its own thread and event loop,
-writes a kubeconfig, and offers thread-safe helpers. Standalone: ``python -m routectl.sim.kube --port P``.
+kmock still provides the request object, its request list and the rendering of unexpected failures,
+while the object semantics come from :mod:`routectl.sim.kube_store` (resourceVersion, 409/422, status
+split, finalizers, namespaces, CRDs), :mod:`~routectl.sim.kube_patch`, :mod:`~routectl.sim.kube_select`,
+:mod:`~routectl.sim.kube_schema` and :mod:`~routectl.sim.kube_table`. :class:`KubeServer` hosts it in its
+own thread and event loop, writes a kubeconfig and offers thread-safe helpers.
+Standalone: ``python -m routectl.sim.kube --port P --kubeconfig FILE [--crd crds/podcidrpool.yaml]``.
+
+Emulated: discovery (/api, /apis, groups, APIResourceList with subresources, /version, /healthz,
+a skeletal /openapi/v3), get/list/watch/create/update(PUT)/patch(merge, JSON, strategic)/delete/
+deletecollection on core v1 nodes, namespaces, pods, events, configmaps, coordination.k8s.io leases,
+events.k8s.io events, CRDs and every custom resource they declare; label and field selectors on list and
+watch (with ADDED/DELETED when an object enters/leaves a selection), watch resume from a resourceVersion
+(410 when compacted), bookmarks, timeoutSeconds, sendInitialEvents; limit/continue paging; the Table form
+with printer columns; fieldValidation=Strict for custom resources; fault injection; a request log.
+
+NOT emulated: authentication/authorization/admission webhooks, server-side apply (415), dryRun (400),
+CEL ``x-kubernetes-validations``, CRD version conversion (objects are served as stored), managedFields,
+garbage collection of ownerReferences, pod/node controllers (nothing sets Ready or evicts), graceful pod
+deletion, protobuf, the legacy /api/v1/watch paths, persistence across emulator restarts.
 """
 
 from __future__ import annotations

@@ -268,6 +268,9 @@ class Store:
             raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL "
                               f"({name})")
         self._check_type_fields(rt, body)
+        if rt.crd_name and not _meta(body).get("resourceVersion"):  # CRs allow no unconditional update
+            raise invalid(rt, name, ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an "
+                                     "update"])
         new = copy.deepcopy(body)
         return self._write(rt, old, new, subresource, field_validation)
 

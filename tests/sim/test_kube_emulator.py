@@ -459,3 +459,32 @@ def test_table_form_uses_crd_printer_columns(kube: KubeServer) -> None:
     assert [c["name"] for c in body["columnDefinitions"]] == ["Name", "Mask", "Age"]
     assert body["rows"][0]["cells"][:2] == ["p", 26]
     assert body["rows"][0]["object"]["metadata"]["name"] == "p"
+
+
+def test_namespace_deletion_waits_for_finalized_content(kube: KubeServer,
+                                                        api: kubernetes.client.ApiClient) -> None:
+    core = CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "team"}})
+    core.create_namespaced_config_map("team", {"metadata": {"name": "plain"}})
+    core.create_namespaced_config_map("team", {"metadata": {"name": "held", "finalizers": ["x/y"]}})
+    core.delete_namespace("team")
+    assert core.read_namespace("team").status.phase == "Terminating"
+    assert [c.metadata.name for c in core.list_namespaced_config_map("team").items] == ["held"]
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_config_map("team", {"metadata": {"name": "late"}})
+    assert exc.value.status == 403
+    core.patch_namespaced_config_map("held", "team", {"metadata": {"finalizers": None}})
+    assert not kube.exists("v1", "Namespace", "team")
+
+
+def test_custom_resource_put_needs_resource_version(kube: KubeServer,
+                                                    api: kubernetes.client.ApiClient) -> None:
+    kube.install_crd(pool_crd())
+    custom = CustomObjectsApi(api)
+    obj = custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "PodCIDRPool", "metadata": {"name": "p"},
+        "spec": {"cidrs": []}})
+    del obj["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as exc:
+        custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, "p", obj)
+    assert exc.value.status == 422
