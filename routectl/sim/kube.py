@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -80,6 +80,7 @@ class RequestRecord:
     user_agent: str
     content_type: str
     time: float
+    query: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_write(self) -> bool:
@@ -258,7 +259,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             resource=route.plural if route else None, subresource=route.subresource if route else None,
             namespace=route.namespace if route else None, name=route.name if route else None,
             status=0, user_agent=request.headers.get("User-Agent", ""),
-            content_type=request.headers.get("Content-Type", ""), time=time.time())
+            content_type=request.headers.get("Content-Type", ""), time=time.time(),
+            query=dict(request.params))
         self.log.add(record)
         try:
             if route is not None and route.plural is not None:
@@ -649,8 +651,7 @@ class KubeServer:
         self.emulator.address = f"{self.host}:{self._port}"
         self._thread = threading.Thread(target=self._run, args=(sock,), name="kube-emulator", daemon=True)
         self._thread.start()
-        self._ready.wait(timeout=30)
-        if self._error is not None:
+        if not self._ready.wait(timeout=30) or self._error is not None:
             raise RuntimeError("the Kubernetes API emulator failed to start") from self._error
         if self._kubeconfig_path is None:
             self._own_kubeconfig_dir = tempfile.mkdtemp(prefix="routectl-kube-")

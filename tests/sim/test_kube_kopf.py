@@ -79,7 +79,7 @@ async def test_real_kopf_operator_against_the_emulator(kube: KubeServer,
     deleted: list[str] = []
     settings = kopf.OperatorSettings()
     settings.posting.level = 0
-    settings.watching.server_timeout = 10  # exercises server-side watch expiry and re-watching
+    settings.watching.server_timeout = 1  # the server ends watches every second: kopf must resume from rv
     stop = asyncio.Event()
     ready = asyncio.Event()
     task = asyncio.create_task(kopf.operator(
@@ -93,6 +93,12 @@ async def test_real_kopf_operator_against_the_emulator(kube: KubeServer,
             lambda: kube.get("v1", "Node", "n1")["metadata"]["labels"].get("routectl.io/seen"),
             what="n1 patched by kopf")
         assert n1 == "yes"
+
+        # The server closed kopf's first Node watch; kopf resumed from its resourceVersion and still
+        # sees what happens next.
+        await eventually(lambda: kube.requests.count(verb="watch", resource="nodes") >= 2, what="re-watch")
+        resumed = kube.requests.select(verb="watch", resource="nodes")[-1]
+        assert int(resumed.query["resourceVersion"]) > 0
 
         # (3) the index holds every node: a later node's handler sees both CIDRs.
         kube.create(node("n2", "10.0.2.0/24"))
