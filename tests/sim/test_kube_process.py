@@ -86,3 +86,50 @@ def test_standalone_entry_point_with_crd_and_kopf_login(tmp_path: pathlib.Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+HANDLERS = '''
+import kopf
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_):
+    settings.posting.enabled = False
+
+@kopf.on.create("v1", "nodes")
+def mark(patch, **_):
+    patch.metadata.labels["handled-by"] = "kopf"
+'''
+
+
+def test_kopf_process_sigkilled_and_restarted(kube: KubeServer, tmp_path: pathlib.Path) -> None:
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(HANDLERS)
+    env = {**os.environ, "KUBECONFIG": kube.kubeconfig_path}
+    cmd = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", str(handlers)]
+
+    def labels(name: str) -> dict[str, str]:
+        return kube.get("v1", "Node", name)["metadata"].get("labels") or {}
+
+    kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"}})
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: labels("a").get("handled-by"), what="node a handled")
+        # Let kopf finish its own bookkeeping write (last-handled-configuration) before the kill.
+        wait_for(lambda: "kopf.zalando.org/last-handled-configuration" in
+                 (kube.get("v1", "Node", "a")["metadata"].get("annotations") or {}), what="kopf's annotation")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+    mark = kube.requests.mark()
+    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: kube.requests.count(verb="watch", resource="nodes", since=mark) >= 1,
+                 what="the restarted operator watching nodes")
+        kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "b"}})
+        wait_for(lambda: labels("b").get("handled-by"), what="node b handled after restart")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+    written = {r.name for r in kube.requests.select(resource="nodes", writes=True, since=mark)}
+    assert written == {"b"}  # the node handled before the crash was not written again
