@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from google.api_core import exceptions as gexc
 
 from routectl.cloud.base import (
+    REASON_CLOUD_ERROR,
     REASON_INSTANCE_NOT_FOUND,
     REASON_INVALID_PROVIDER_ID,
     REASON_PREREQUISITE_FAILED,
@@ -36,6 +37,8 @@ PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\
 INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
 MAX_NAME = 63
 PAGE_SIZE = 500
+# From this many nodes in one zone on, list the zone's instances (paged) instead of one GET per node.
+LIST_THRESHOLD = 50
 
 
 def instance_path(url: str | None) -> str | None:
@@ -110,6 +113,7 @@ class GCERouteDriver:
         self.calls = CallCounter()
         self.op_timeout = op_timeout
         self._sem = threading.BoundedSemaphore(concurrency)
+        self._concurrency = concurrency
         self._local = threading.local()
         self._credentials = credentials
 
@@ -253,11 +257,78 @@ class GCERouteDriver:
                               f"(providerID {node.provider_id})") from e
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"getting instance {project}/{zone}/{name}: {e.message}") from e
+        return self._check_instance(node, project, zone, name, inst)
+
+    def _check_instance(self, node: NodeRoutes, project: str, zone: str, name: str, inst: Any) -> str:
+        if inst is None:
+            raise NodeProblem(REASON_INSTANCE_NOT_FOUND, f"instance {name} in {project}/{zone} not found "
+                              f"(providerID {node.provider_id})")
         if not inst.can_ip_forward:
             raise NodeProblem(REASON_PREREQUISITE_FAILED,
                               f"instance {project}/{zone}/{name} has canIpForward=false; GCE drops packets "
                               "for pod IPs unless the instance is created with --can-ip-forward")
         return f"projects/{project}/zones/{zone}/instances/{name}"
+
+    def _list_zone(self, project: str, zone: str) -> dict[str, Any]:
+        from google.cloud import compute_v1
+
+        found: dict[str, Any] = {}
+        token = ""
+        while True:
+            req = compute_v1.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
+                                                  page_token=token)
+            page = self._call("instances.list", lambda req=req: self._clients()["instances"].list(
+                request=req, retry=None))
+            found.update({i.name: i for i in page.items})
+            token = page.next_page_token
+            if not token:
+                return found
+
+    def resolve_many(self, nodes: Sequence[NodeRoutes], *,
+                     check_only: bool = False) -> dict[str, str | NodeProblem]:
+        """Resolve many nodes: zones with many nodes are read with paged instance lists (500 per call)
+        instead of one GET per node; small groups use GETs. Per-node problems are returned, not raised."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        out: dict[str, str | NodeProblem] = {}
+        groups: dict[tuple[str, str], list[tuple[NodeRoutes, str]]] = {}
+        for n in nodes:
+            try:
+                project, zone, name = parse_provider_id(n.provider_id)
+            except NodeProblem as p:
+                out[n.name] = p
+                continue
+            groups.setdefault((project, zone), []).append((n, name))
+        singles: list[NodeRoutes] = []
+        for (project, zone), members in groups.items():
+            if len(members) < LIST_THRESHOLD:
+                singles += [n for n, _ in members]
+                continue
+            try:
+                found = self._list_zone(project, zone)
+            except gexc.GoogleAPICallError as e:
+                for n, _ in members:
+                    out[n.name] = NodeProblem(REASON_CLOUD_ERROR,
+                                              f"listing instances of {project}/{zone}: {e.message}")
+                continue
+            for n, name in members:
+                try:
+                    out[n.name] = self._check_instance(n, project, zone, name, found.get(name))
+                except NodeProblem as p:
+                    out[n.name] = p
+
+        def one(n: NodeRoutes) -> str | NodeProblem:
+            try:
+                return self.resolve(n)
+            except NodeProblem as p:
+                return p
+            except CloudError as e:
+                return NodeProblem(REASON_CLOUD_ERROR, str(e))
+
+        if singles:
+            with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+                out.update(zip([n.name for n in singles], pool.map(one, singles), strict=True))
+        return out
 
     def _insert(self, name: str, destination: str, target: str) -> None:
         from google.cloud import compute_v1

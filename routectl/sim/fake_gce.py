@@ -8,7 +8,7 @@ the IAM permission a real call needs (e.g. compute.routes.insert) for least-priv
 
 Run standalone: `python -m routectl.sim.fake_gce --port 8089 --instance us-central1-a/node-1`.
 Admin paths for other processes: POST /_fake/instances {"zone","name","canIpForward","tags"},
-GET /_fake/routes, GET /_fake/calls.
+GET /_fake/routes, GET /_fake/calls, POST /_fake/reset (forget the call log).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import itertools
 import json
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -281,6 +282,8 @@ class FakeGCE:
             return "compute.globalOperations.get", False
         if rest[0] == "zones" and len(rest) >= 4 and rest[2] == "instances":
             return "compute.instances.get", False
+        if rest[0] == "zones" and len(rest) == 3 and rest[2] == "instances":
+            return "compute.instances.list", False
         return "compute.unknown", False
 
     def _dispatch(self, method: str, rest: list[str], query: dict[str, list[str]],
@@ -318,6 +321,11 @@ class FakeGCE:
                     finally:
                         self._lock.acquire()
             return 200, self._op_view(name)
+        if rest[0] == "zones" and len(rest) == 3 and rest[2] == "instances" and method == "GET":
+            zone = rest[1]
+            items = [v for (z, _), v in sorted(self.instances.items()) if z == zone]
+            return 200, self._page(items, query, "compute#instanceList",
+                                   f"{BASE}/projects/{self.project}/zones/{zone}/instances")
         if rest[0] == "zones" and len(rest) == 4 and rest[2] == "instances" and method == "GET":
             inst = self.instances.get((rest[1], rest[3]))
             if inst is None:
@@ -356,16 +364,24 @@ class FakeGCE:
         return self._new_op("insert", link)
 
     def _list(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        items = sorted(self.routes.values(), key=lambda r: r["name"])
+        return self._page(items, query, "compute#routeList", f"{BASE}/projects/{self.project}/global/routes")
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], query: dict[str, list[str]], kind: str,
+              link: str) -> dict[str, Any]:
+        """One page (maxResults <= 500, opaque pageToken) of `items` after the list filter."""
         max_results = min(500, int(query.get("maxResults", ["500"])[0] or 500))
         token = query.get("pageToken", [""])[0]
-        start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
-        items = sorted(self.routes.values(), key=lambda r: r["name"])
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+        except ValueError:
+            raise _HTTPError(400, "invalid", f"Invalid value for pageToken: '{token}'") from None
         flt = query.get("filter", [""])[0]
         if flt:
             items = [r for r in items if _match_filter(flt, r)]
         page = items[start:start + max_results]
-        out: dict[str, Any] = {"kind": "compute#routeList", "items": page,
-                               "selfLink": f"{BASE}/projects/{self.project}/global/routes"}
+        out: dict[str, Any] = {"kind": kind, "items": page, "selfLink": link}
         if start + max_results < len(items):
             out["nextPageToken"] = base64.urlsafe_b64encode(str(start + max_results).encode()).decode()
         return out
@@ -391,6 +407,11 @@ def _match_filter(flt: str, item: dict[str, Any]) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     gce: FakeGCE
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out in separate writes: without NODELAY, Nagle + delayed ACK add ~40 ms
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -431,6 +452,9 @@ class _Handler(BaseHTTPRequestHandler):
                                                         body.get("canIpForward", True), body.get("tags", ()))}
         if path == "/_fake/routes":
             return self.gce.routes_snapshot()
+        if path == "/_fake/reset" and method == "POST":
+            self.gce.reset_log()
+            return {}
         if path == "/_fake/calls":
             with self.gce._lock:
                 return {"calls": self.gce.call_log, "throttled": self.gce.throttled}
@@ -459,12 +483,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--op-delay", type=float, default=0.05)
     p.add_argument("--instance", action="append", default=[], help="zone/name (repeatable)")
+    p.add_argument("--instance-count", type=int, default=0, help="also create <prefix>0..N-1")
+    p.add_argument("--instance-prefix", default="node-")
+    p.add_argument("--zone", default="us-central1-a", help="zone of --instance-count instances")
     a = p.parse_args(argv)
     fake = FakeGCE(a.project, a.network, routes_quota=a.routes_quota, rate=a.rate, burst=a.burst,
                    latency=a.latency, error_rate=a.error_rate, op_delay=a.op_delay, port=a.port)
     for spec in a.instance:
         zone, _, name = spec.partition("/")
         fake.add_instance(zone, name)
+    for i in range(a.instance_count):
+        fake.add_instance(a.zone, f"{a.instance_prefix}{i}")
     fake.start()
     print(json.dumps({"endpoint": fake.endpoint, "project": a.project}), flush=True)
     try:

@@ -98,3 +98,16 @@ def test_fake_rejects_bad_names_and_duplicates(gce: GCEHarness) -> None:
     assert post(dict(base, name="ok-name")) == 200
     assert post(dict(base, name="ok-name")) == 409
     assert post(dict(base, name="x", destRange="nope")) == 400
+
+
+def test_many_nodes_in_a_zone_resolve_with_instance_lists(gce: GCEHarness) -> None:
+    nodes = [gce.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(60)]
+    nodes.append(gce.add_node("noforward", ("10.244.100.0/24",), prereq_ok=False))
+    nodes.append(NodeRoutes("ghost", "u-ghost", f"gce://sim-project/{gce.zone}/ghost", ("10.244.101.0/24",)))
+    gce.reset_log()
+    res = gce.reconciler().sync(nodes)
+    assert gce.fake.calls("compute.instances.get") == 0
+    assert gce.fake.calls("compute.instances.list") == 1
+    assert sum(s.ok for s in res.nodes.values()) == 60
+    assert res.nodes["noforward"].reason == "PrerequisiteFailed"
+    assert res.nodes["ghost"].reason == "InstanceNotFound"
