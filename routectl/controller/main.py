@@ -125,6 +125,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                           config.health_host, config.health_port)
     if health:
         port = await server.start()
+        controller.health_port = port
         log.info("serving /healthz, /readyz and /metrics on %s:%d", config.health_host, port)
     lost = False
     try:

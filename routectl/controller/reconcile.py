@@ -134,6 +134,8 @@ class Controller:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._cidrs_written: dict[str, tuple[str, ...]] = {}  # podCIDRs we wrote (the watch may lag)
         self.resyncs = 0
+        self.handled = 0  # node events handled (tests and the simulator wait on it)
+        self.health_port: int | None = None
 
     # ------------------------------------------------------------------------------------ views
     @staticmethod
@@ -259,10 +261,13 @@ class Controller:
         await self.ensure_ready(node_index, pool_index)
         view = NodeView.from_body(body)
         started = time.monotonic()
-        if event_type == "DELETED":
-            await self.node_gone(view)
-        else:
-            await self.reconcile_node(view)
+        try:
+            if event_type == "DELETED":
+                await self.node_gone(view)
+            else:
+                await self.reconcile_node(view)
+        finally:
+            self.handled += 1
         self.metrics.reconcile.labels("node").observe(time.monotonic() - started)
 
     async def reconcile_node(self, view: NodeView) -> None:
@@ -321,7 +326,7 @@ class Controller:
                         if not f.done():
                             f.set_result(NodeRouteStatus(False, REASON_CLOUD_ERROR, str(exc)))
                 continue
-            self._take_capacity(result, full=False)
+            await self._post_limit_events(self._take_capacity(result, full=False))
             for name, (_, futures) in batch.items():
                 status = result.nodes.get(name) or NodeRouteStatus(False, "RoutePending", "not routed yet")
                 for f in futures:
@@ -329,8 +334,10 @@ class Controller:
                         f.set_result(status)
             self.metrics.reconcile.labels("routes").observe(time.monotonic() - started)
 
-    def _take_capacity(self, result: Any, full: bool) -> None:
-        """Remember table fill and limit warnings from a route result (a full sync replaces warnings)."""
+    def _take_capacity(self, result: Any, full: bool) -> list[Any]:
+        """Remember table fill and limit warnings from a route result (a full sync replaces warnings);
+        return the warnings not known before."""
+        known = {(w.kind, w.table, w.message) for w in self.warnings}
         self.tables = list(result.tables)
         for t in self.tables:
             self.metrics.set_table(t.table, t.used, t.limit)
@@ -340,6 +347,14 @@ class Controller:
             seen = {(w.kind, w.table) for w in result.warnings}
             kept = [w for w in self.warnings if (w.kind, w.table) not in seen]
             self.warnings = kept + list(result.warnings)
+        return [w for w in result.warnings if (w.kind, w.table, w.message) not in known]
+
+    async def _post_limit_events(self, warnings: list[Any]) -> None:
+        """A Warning Event on every pool for each new route-limit warning (nearing or reached)."""
+        for w in warnings:
+            reason = EVENT_ROUTE_LIMIT_REACHED if w.kind == "reached" else EVENT_ROUTE_LIMIT_NEARING
+            for pool in self.pool_views():
+                await self._event_pool(pool, "Warning", reason, w.message)
 
     async def _occupy(self, view: NodeView) -> None:
         """Record a podCIDR set by anyone (us before a restart, or another tool); report conflicts."""
@@ -486,7 +501,7 @@ class Controller:
                 raise
             return
         self.resyncs += 1
-        self._take_capacity(result, full=True)
+        await self._post_limit_events(self._take_capacity(result, full=True))
         await self._hold_stale_blocks(result)
         tables = len(self.routes.driver.list_tables()) if hasattr(self.routes, "driver") else 1
         self.metrics.routes_desired.set(sum(len(n.pod_cidrs) for n in nodes) * tables)
@@ -495,10 +510,6 @@ class Controller:
             view = live.get(name)
             if view is not None:
                 await self._apply_route_status(view, status)
-        for w in self.warnings:
-            reason = EVENT_ROUTE_LIMIT_REACHED if w.kind == "reached" else EVENT_ROUTE_LIMIT_NEARING
-            for pool in self.pool_views():
-                await self._event_pool(pool, "Warning", reason, w.message)
         await self._remove_gone(serve=not initial)
         if not initial:  # nodes whose last event found no room or no pool: try again
             await self._serve_waiting()

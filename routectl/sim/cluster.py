@@ -304,7 +304,9 @@ class SimCluster:
             status = p.get("status") or {}
             if status.get("observedGeneration") != p["metadata"].get("generation"):
                 return False
-        return sum((p.get("status") or {}).get("allocated", 0) for p in pools) == len(nodes)
+        routed = sum(1 for n in nodes if (network_condition(n) or {}).get("status") == "False")
+        return (sum((p.get("status") or {}).get("allocated", 0) for p in pools) == len(nodes)
+                and sum((p.get("status") or {}).get("routesProgrammed", 0) for p in pools) == routed)
 
     def wait_converged(self, timeout: float = 120.0, interval: float = 0.25) -> bool:
         """Poll `converged()` until true (returns True) or `timeout` (returns False)."""

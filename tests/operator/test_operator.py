@@ -1,0 +1,272 @@
+"""The real kopf operator against the Kubernetes API emulator over HTTP, with moto and the fake GCE server.
+
+Each test starts a SimCluster (emulator + fake cloud + the controller through `run_controller`, the
+same code path as `routectl controller`) and checks what a person would check: blocks, routes,
+conditions, pool status, Events, and the API writes and cloud calls made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+import pytest
+
+from routectl.constants import (
+    API_VERSION,
+    CONDITION_NETWORK_UNAVAILABLE,
+    EVENT_CIDR_ASSIGNED,
+    EVENT_FAILED_TO_CREATE_ROUTE,
+    EVENT_ROUTE_LIMIT_REACHED,
+    POOL_KIND,
+    POOL_READY,
+    POOL_ROUTE_LIMIT_REACHED,
+    REASON_NO_ROUTE_CREATED,
+    REASON_ROUTE_CREATED,
+)
+from routectl.sim.cluster import SimCluster
+from tests.operator.conftest import condition, mutating_cloud_calls, node_events, pool_events, wait_for
+
+CLOUDS = ["aws", "gce"]
+POOL = ipaddress.ip_network("10.244.0.0/16")
+
+
+def _pool(sim: SimCluster, name: str = "default") -> dict[str, Any]:
+    return sim.kube.get(API_VERSION, POOL_KIND, name)
+
+
+def _expected_hop(sim: SimCluster, node: dict[str, Any]) -> str:
+    name = node["metadata"]["name"]
+    if sim.cloud == "aws":
+        return sim.aws.nodes[name]["eni"]
+    zone = node["metadata"]["labels"]["topology.kubernetes.io/zone"]
+    return f"zones/{zone}/instances/{name}"
+
+
+def _hop_matches(sim: SimCluster, hop: str | None, expected: str) -> bool:
+    return hop is not None and (hop == expected if sim.cloud == "aws" else hop.endswith("/" + expected))
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_sixty_nodes_get_unique_blocks_routes_and_cleared_conditions(make_sim: Any, cloud: str) -> None:
+    sim = make_sim(cloud=cloud, nodes=60, route_limit=200)
+    assert sim.wait_converged(90), sim.snapshot().to_dict()
+    nodes = sim.nodes()
+    assert len(nodes) == 60
+    cidrs = [n["spec"]["podCIDR"] for n in nodes]
+    assert len(set(cidrs)) == 60, "two nodes share a block"
+    routes = sim.cloud_routes()
+    for n in nodes:
+        net = ipaddress.ip_network(n["spec"]["podCIDR"])
+        assert net.prefixlen == 24 and net.subnet_of(POOL)
+        assert n["spec"]["podCIDRs"] == [n["spec"]["podCIDR"]]
+        cond = condition(n, CONDITION_NETWORK_UNAVAILABLE)
+        assert (cond["status"], cond["reason"]) == ("False", REASON_ROUTE_CREATED)
+        # the kubelet's other conditions survived the strategic-merge status patch
+        assert condition(n, "Ready")["reason"] == "KubeletReady"
+        assert len(n["status"]["conditions"]) == 5
+        assert _hop_matches(sim, routes.get(n["spec"]["podCIDR"]), _expected_hop(sim, n))
+    status = _pool(sim)["status"]
+    assert (status["allocated"], status["capacity"], status["free"]) == (60, 256, 196)
+    assert status["routesProgrammed"] == 60
+    assert status["observedGeneration"] == 1
+    assert condition(_pool(sim), POOL_READY)["status"] == "True"
+    assert condition(_pool(sim), POOL_ROUTE_LIMIT_REACHED)["status"] == "False"
+    preexisting = 2 if cloud == "aws" else 0  # AWS: the local route and the IGW default route
+    assert [(t["used"], t["limit"]) for t in status["routeTables"]] == [(60 + preexisting, 200)]
+    assert any(e["reason"] == EVENT_CIDR_ASSIGNED for e in node_events(sim, nodes[0]["metadata"]["name"]))
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_route_limit_reached_reported_on_pool_and_refused_nodes(make_sim: Any, cloud: str) -> None:
+    sim = make_sim(cloud=cloud, nodes=60, route_limit=50)
+    assert sim.wait_converged(90), sim.snapshot().to_dict()
+    fits = 48 if cloud == "aws" else 50  # the AWS table already holds the local and the IGW route
+    nodes = sim.nodes()
+    routed = [n for n in nodes if condition(n, CONDITION_NETWORK_UNAVAILABLE)["status"] == "False"]
+    refused = [n for n in nodes if condition(n, CONDITION_NETWORK_UNAVAILABLE)["status"] == "True"]
+    assert (len(routed), len(refused)) == (fits, 60 - fits)
+    routes = sim.cloud_routes()
+    for n in routed:
+        assert _hop_matches(sim, routes.get(n["spec"]["podCIDR"]), _expected_hop(sim, n))
+    for n in refused:
+        cond = condition(n, CONDITION_NETWORK_UNAVAILABLE)
+        assert cond["reason"] == REASON_NO_ROUTE_CREATED
+        assert cond["message"].startswith("RouteLimitReached")
+        assert n["spec"]["podCIDR"] not in routes
+    assert any(e["reason"] == EVENT_FAILED_TO_CREATE_ROUTE for e in node_events(sim, refused[0]["metadata"]["name"]))
+    pool = _pool(sim)
+    reached = condition(pool, POOL_ROUTE_LIMIT_REACHED)
+    assert reached["status"] == "True"
+    advice = reached["message"]
+    assert "overlay" in advice
+    assert ("L-93826ACB" in advice) if cloud == "aws" else ("ROUTES" in advice)
+    assert condition(pool, POOL_READY)["status"] == "False"
+    assert pool["status"]["routesProgrammed"] == fits
+    assert [(t["used"], t["limit"]) for t in pool["status"]["routeTables"]] == [(50, 50)]
+    assert any(e["reason"] == EVENT_ROUTE_LIMIT_REACHED for e in pool_events(sim, "default"))
+    assert len(routes) == 50
+
+
+def _foreign_routes(sim: SimCluster) -> list[str]:
+    """Add routes someone else owns, inside and outside the cluster CIDR; return their destinations."""
+    dests = ["10.244.250.0/24", "192.168.50.0/24"]
+    if sim.cloud == "aws":
+        table = sim.aws.route_table_ids[0]
+        for d in dests:
+            sim.aws.add_foreign_route(table, d, GatewayId=sim.aws.igw_id)
+    else:
+        gw = f"projects/{sim.gce.project}/global/gateways/default-internet-gateway"
+        for i, d in enumerate(dests):
+            sim.gce.add_foreign_route(f"other-team-{i}", d, next_hop_gateway=gw)
+    return dests
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_deleted_nodes_lose_routes_then_blocks_and_foreign_routes_survive(make_sim: Any, cloud: str) -> None:
+    sim = make_sim(cloud=cloud, nodes=20, route_limit=200, resync_seconds=2.0)
+    assert sim.wait_converged(60)
+    foreign = _foreign_routes(sim)
+    nodes = sorted(sim.nodes(), key=lambda n: n["metadata"]["name"])
+    victims = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in nodes[:8]}
+    for name in victims:
+        sim.delete_node(name)
+
+    def cleaned() -> bool:
+        routes = sim.cloud_routes()
+        status = _pool(sim).get("status") or {}
+        return not (set(victims.values()) & set(routes)) and status.get("allocated") == 12
+    wait_for(cleaned, 60)
+    status = _pool(sim)["status"]
+    assert (status["free"], status["routesProgrammed"]) == (244, 12)
+    routes = sim.cloud_routes()
+    for d in foreign:
+        assert d in routes, f"foreign route {d} was deleted"
+    for n in sim.nodes():
+        assert _hop_matches(sim, routes.get(n["spec"]["podCIDR"]), _expected_hop(sim, n))
+    # several resync periods later the foreign routes are still there
+    resyncs = sim.controllers[0].controller.resyncs
+    wait_for(lambda: sim.controllers[0].controller.resyncs >= resyncs + 2, 30)
+    assert all(d in sim.cloud_routes() for d in foreign)
+    # new nodes get blocks again, none shared
+    sim.add_nodes(8)
+    assert sim.wait_converged(60)
+    cidrs = [n["spec"]["podCIDR"] for n in sim.nodes()]
+    assert len(cidrs) == 20 and len(set(cidrs)) == 20
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_restart_on_converged_cluster_makes_no_node_writes_and_no_cloud_changes(make_sim: Any,
+                                                                                cloud: str) -> None:
+    sim = make_sim(cloud=cloud, nodes=30, route_limit=200)
+    assert sim.wait_converged(60)
+    time.sleep(0.5)  # let the pool status settle too
+    sim.controllers[0].stop()
+    assert sim.controllers[0].exit_code == 0
+    mark = sim.kube.requests.mark()
+    (sim.aws or sim.gce).reset_log()
+
+    second = sim.start_controller()
+    wait_for(lambda: second.controller is not None and second.controller.ready
+             and second.controller.handled >= 30, 60)
+    time.sleep(1.5)  # a pool-status debounce and a route batch later: still nothing written
+    node_writes = sim.kube.requests.select(resource="nodes", writes=True, since=mark)
+    assert node_writes == [], [(r.method, r.path) for r in node_writes]
+    assert mutating_cloud_calls(sim) == 0
+    if cloud == "aws":
+        assert sim.aws.calls("ec2:DescribeRouteTables") == 1  # one list per table
+    else:
+        assert sim.gce.calls("compute.routes.list") == 1
+    assert sim.converged()
+
+
+def test_exhausted_pool_reports_then_appended_cidr_serves_at_once(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=5, pool_cidr="10.244.0.0/22")
+    waiting = wait_for(lambda: [n for n in sim.nodes() if not n["spec"].get("podCIDR")] and
+                       condition(_pool(sim), "Exhausted").get("status") == "True" and
+                       [n for n in sim.nodes() if not n["spec"].get("podCIDR")], 60)
+    assert len(waiting) == 1
+    name = waiting[0]["metadata"]["name"]
+    assert any(e["reason"] == "CIDRNotAvailable" for e in node_events(sim, name))
+    pool = _pool(sim)
+    assert (pool["status"]["allocated"], pool["status"]["free"]) == (4, 0)
+    sim.kube.patch(API_VERSION, POOL_KIND, "default", {"spec": {"cidrs": ["10.244.0.0/22", "10.245.0.0/24"]}})
+    node = wait_for(lambda: sim.kube.get("v1", "Node", name)["spec"].get("podCIDR") and
+                    sim.kube.get("v1", "Node", name), 30)
+    assert node["spec"]["podCIDR"] == "10.245.0.0/24"
+    assert sim.wait_converged(30)
+    wait_for(lambda: condition(_pool(sim), "Exhausted").get("status") == "False", 30)
+
+
+def test_overlapping_edit_marks_pool_invalid_and_existing_nodes_keep_blocks(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=2)
+    assert sim.wait_converged(30)
+    sim.create_pool("second", ["10.250.0.0/16"], node_selector={"pool": "second"})
+    first = sim.add_nodes(1, prefix="second", labels={"pool": "second"})[0]
+    assert sim.wait_converged(30)
+    kept = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes()}
+    assert kept[first].startswith("10.250.")
+    sim.kube.patch(API_VERSION, POOL_KIND, "second", {"spec": {"cidrs": ["10.250.0.0/16", "10.244.128.0/17"]}})
+    invalid = wait_for(lambda: condition(_pool(sim, "second"), "Invalid").get("status") == "True" and
+                       condition(_pool(sim, "second"), "Invalid"), 30)
+    assert "10.244.128.0/17" in invalid["message"]
+    assert condition(_pool(sim, "second"), POOL_READY)["status"] == "False"
+    assert condition(_pool(sim, "default"), "Invalid")["status"] == "False"
+    assert any(e["reason"] == "PoolInvalid" for e in pool_events(sim, "second"))
+    second = sim.add_nodes(1, prefix="second", labels={"pool": "second"})[0]
+    node = wait_for(lambda: sim.kube.get("v1", "Node", second)["spec"].get("podCIDR") and
+                    sim.kube.get("v1", "Node", second), 30)
+    assert not ipaddress.ip_network(node["spec"]["podCIDR"]).subnet_of(ipaddress.ip_network("10.244.128.0/17"))
+    assert {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes() if n["metadata"]["name"] in kept} \
+        == kept
+
+
+def test_pool_finalizer_keeps_pool_while_nodes_hold_blocks(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=3)
+    assert sim.wait_converged(30)
+    assert "routectl.io/in-use" in _pool(sim)["metadata"]["finalizers"]
+    sim.kube.delete(API_VERSION, POOL_KIND, "default")
+    status = wait_for(lambda: condition(_pool(sim), POOL_READY).get("reason") == "InUse" and
+                      _pool(sim)["status"], 30)
+    assert sorted(n["name"] for n in status["nodes"]) == sorted(n["metadata"]["name"] for n in sim.nodes())
+    assert sim.kube.exists(API_VERSION, POOL_KIND, "default")
+    for name in list(sim.node_names):
+        sim.delete_node(name)
+    wait_for(lambda: not sim.kube.exists(API_VERSION, POOL_KIND, "default"), 60)
+
+
+def test_preset_podcidrs_outside_pool_or_shared_are_reported_and_left_alone(make_sim: Any) -> None:
+    from routectl.sim.cluster import kubelet_node
+
+    sim = make_sim(cloud="gce", nodes=1)
+    assert sim.wait_converged(30)
+    presets = {"odd-outside": "172.16.5.0/24", "odd-dup-a": "10.244.200.0/24", "odd-dup-b": "10.244.200.0/24"}
+    for name, cidr in presets.items():
+        body = kubelet_node(name, sim.gce.add_instance("us-central1-a", name), "us-central1-a")
+        body["spec"]["podCIDR"] = cidr
+        sim.kube.create(body)
+        if name == "odd-dup-a":  # the first holder must be seen first
+            wait_for(lambda: condition(sim.kube.get("v1", "Node", "odd-dup-a"),
+                                       CONDITION_NETWORK_UNAVAILABLE).get("status") == "False", 30)
+    wait_for(lambda: all(any(e["reason"] == "CIDRConflict" for e in node_events(sim, n))
+                         for n in ("odd-outside", "odd-dup-b")), 30)
+    for name, cidr in presets.items():
+        assert sim.kube.get("v1", "Node", name)["spec"]["podCIDR"] == cidr  # never changed
+    routes = sim.cloud_routes()
+    assert "172.16.5.0/24" not in routes
+    outside = condition(sim.kube.get("v1", "Node", "odd-outside"), CONDITION_NETWORK_UNAVAILABLE)
+    wait_for(lambda: condition(sim.kube.get("v1", "Node", "odd-outside"),
+                               CONDITION_NETWORK_UNAVAILABLE).get("message") != "Node created without a route", 30)
+    outside = condition(sim.kube.get("v1", "Node", "odd-outside"), CONDITION_NETWORK_UNAVAILABLE)
+    assert outside["status"] == "True" and "no pool" in outside["message"]
+    # the first holder by name keeps the shared block routed; the other is not routed
+    wait_for(lambda: condition(sim.kube.get("v1", "Node", "odd-dup-a"),
+                               CONDITION_NETWORK_UNAVAILABLE).get("status") == "False", 30)
+    assert condition(sim.kube.get("v1", "Node", "odd-dup-b"), CONDITION_NETWORK_UNAVAILABLE)["status"] == "True"
+    assert _hop_matches(sim, sim.cloud_routes().get("10.244.200.0/24"), "zones/us-central1-a/instances/odd-dup-a")
+    # new nodes never get the shared block
+    sim.add_nodes(3)
+    wait_for(lambda: all(n["spec"].get("podCIDR") for n in sim.nodes()), 30)
+    cidrs = [n["spec"]["podCIDR"] for n in sim.nodes()]
+    assert cidrs.count("10.244.200.0/24") == 2 and len(set(cidrs)) == len(cidrs) - 1
