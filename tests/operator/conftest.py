@@ -62,7 +62,8 @@ def node_events(sim: SimCluster, name: str) -> list[dict[str, Any]]:
 def pool_events(sim: SimCluster, name: str) -> list[dict[str, Any]]:
     """Events whose involved object is PodCIDRPool `name`."""
     return [e for e in sim.kube.list("v1", "Event")
-            if e.get("involvedObject", {}).get("kind") == "PodCIDRPool" and e["involvedObject"].get("name") == name]
+            if e.get("involvedObject", {}).get("kind") == "PodCIDRPool"
+            and e["involvedObject"].get("name") == name]
 
 
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:

@@ -36,6 +36,10 @@ def _pool(sim: SimCluster, name: str = "default") -> dict[str, Any]:
     return sim.kube.get(API_VERSION, POOL_KIND, name)
 
 
+def _netcond(sim: SimCluster, name: str) -> dict[str, Any]:
+    return condition(sim.kube.get("v1", "Node", name), CONDITION_NETWORK_UNAVAILABLE)
+
+
 def _expected_hop(sim: SimCluster, node: dict[str, Any]) -> str:
     name = node["metadata"]["name"]
     if sim.cloud == "aws":
@@ -95,7 +99,8 @@ def test_route_limit_reached_reported_on_pool_and_refused_nodes(make_sim: Any, c
         assert cond["reason"] == REASON_NO_ROUTE_CREATED
         assert cond["message"].startswith("RouteLimitReached")
         assert n["spec"]["podCIDR"] not in routes
-    assert any(e["reason"] == EVENT_FAILED_TO_CREATE_ROUTE for e in node_events(sim, refused[0]["metadata"]["name"]))
+    first_refused = refused[0]["metadata"]["name"]
+    assert any(e["reason"] == EVENT_FAILED_TO_CREATE_ROUTE for e in node_events(sim, first_refused))
     pool = _pool(sim)
     reached = condition(pool, POOL_ROUTE_LIMIT_REACHED)
     assert reached["status"] == "True"
@@ -207,19 +212,20 @@ def test_overlapping_edit_marks_pool_invalid_and_existing_nodes_keep_blocks(make
     assert sim.wait_converged(30)
     kept = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes()}
     assert kept[first].startswith("10.250.")
-    sim.kube.patch(API_VERSION, POOL_KIND, "second", {"spec": {"cidrs": ["10.250.0.0/16", "10.244.128.0/17"]}})
+    overlapping = "10.244.128.0/17"
+    sim.kube.patch(API_VERSION, POOL_KIND, "second", {"spec": {"cidrs": ["10.250.0.0/16", overlapping]}})
     invalid = wait_for(lambda: condition(_pool(sim, "second"), "Invalid").get("status") == "True" and
                        condition(_pool(sim, "second"), "Invalid"), 30)
-    assert "10.244.128.0/17" in invalid["message"]
+    assert overlapping in invalid["message"]
     assert condition(_pool(sim, "second"), POOL_READY)["status"] == "False"
     assert condition(_pool(sim, "default"), "Invalid")["status"] == "False"
     assert any(e["reason"] == "PoolInvalid" for e in pool_events(sim, "second"))
     second = sim.add_nodes(1, prefix="second", labels={"pool": "second"})[0]
     node = wait_for(lambda: sim.kube.get("v1", "Node", second)["spec"].get("podCIDR") and
                     sim.kube.get("v1", "Node", second), 30)
-    assert not ipaddress.ip_network(node["spec"]["podCIDR"]).subnet_of(ipaddress.ip_network("10.244.128.0/17"))
-    assert {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes() if n["metadata"]["name"] in kept} \
-        == kept
+    assert not ipaddress.ip_network(node["spec"]["podCIDR"]).subnet_of(ipaddress.ip_network(overlapping))
+    now = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes()}
+    assert {name: now[name] for name in kept} == kept
 
 
 def test_pool_finalizer_keeps_pool_while_nodes_hold_blocks(make_sim: Any) -> None:
@@ -247,24 +253,21 @@ def test_preset_podcidrs_outside_pool_or_shared_are_reported_and_left_alone(make
         body["spec"]["podCIDR"] = cidr
         sim.kube.create(body)
         if name == "odd-dup-a":  # the first holder must be seen first
-            wait_for(lambda: condition(sim.kube.get("v1", "Node", "odd-dup-a"),
-                                       CONDITION_NETWORK_UNAVAILABLE).get("status") == "False", 30)
+            wait_for(lambda: _netcond(sim, "odd-dup-a").get("status") == "False", 30)
     wait_for(lambda: all(any(e["reason"] == "CIDRConflict" for e in node_events(sim, n))
                          for n in ("odd-outside", "odd-dup-b")), 30)
     for name, cidr in presets.items():
         assert sim.kube.get("v1", "Node", name)["spec"]["podCIDR"] == cidr  # never changed
     routes = sim.cloud_routes()
     assert "172.16.5.0/24" not in routes
-    outside = condition(sim.kube.get("v1", "Node", "odd-outside"), CONDITION_NETWORK_UNAVAILABLE)
-    wait_for(lambda: condition(sim.kube.get("v1", "Node", "odd-outside"),
-                               CONDITION_NETWORK_UNAVAILABLE).get("message") != "Node created without a route", 30)
-    outside = condition(sim.kube.get("v1", "Node", "odd-outside"), CONDITION_NETWORK_UNAVAILABLE)
+    wait_for(lambda: _netcond(sim, "odd-outside").get("message") != "Node created without a route", 30)
+    outside = _netcond(sim, "odd-outside")
     assert outside["status"] == "True" and "no pool" in outside["message"]
     # the first holder by name keeps the shared block routed; the other is not routed
-    wait_for(lambda: condition(sim.kube.get("v1", "Node", "odd-dup-a"),
-                               CONDITION_NETWORK_UNAVAILABLE).get("status") == "False", 30)
-    assert condition(sim.kube.get("v1", "Node", "odd-dup-b"), CONDITION_NETWORK_UNAVAILABLE)["status"] == "True"
-    assert _hop_matches(sim, sim.cloud_routes().get("10.244.200.0/24"), "zones/us-central1-a/instances/odd-dup-a")
+    wait_for(lambda: _netcond(sim, "odd-dup-a").get("status") == "False", 30)
+    assert _netcond(sim, "odd-dup-b")["status"] == "True"
+    hop = sim.cloud_routes().get("10.244.200.0/24")
+    assert _hop_matches(sim, hop, "zones/us-central1-a/instances/odd-dup-a")
     # new nodes never get the shared block
     sim.add_nodes(3)
     wait_for(lambda: all(n["spec"].get("podCIDR") for n in sim.nodes()), 30)
