@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy import kustomize_lite
+from tests.deploy import kustomize_lite, workload
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("gce", "aws")
+CLOUDS = ("aws", "gce")
 KUBECTL = shutil.which("kubectl")
 
 
@@ -47,3 +48,15 @@ def rendered_all() -> dict[str, list[dict[str, Any]]]:
 def rendered(rendered_all: dict[str, list[dict[str, Any]]], overlay: str) -> list[dict[str, Any]]:
     """The objects of one overlay."""
     return rendered_all[overlay]
+
+
+@pytest.fixture(scope="session")
+def cluster_traces() -> dict[str, workload.Trace]:
+    """The real controller and agent on a simulated cluster, per cloud (see workload.py)."""
+    return {cloud: workload.cluster_workload(cloud) for cloud in CLOUDS}
+
+
+@pytest.fixture(scope="session")
+def driver_calls() -> dict[str, list[str]]:
+    """The fake cloud's call log for the drivers' less common paths, per cloud."""
+    return {cloud: workload.driver_workload(cloud) for cloud in CLOUDS}

@@ -44,7 +44,7 @@ CONTROLLER_NAMESPACE_RULES = {
 CONTROLLER_EVENT_RULES = {("", "events", "create", "")}
 AGENT_CLUSTER_RULES = {
     # routectl/agent/kube.py: read_node + a watch on its Node (field selector), list+watch pools.
-    *(("", "nodes", v, "") for v in ("get", "list", "watch")),
+    *(("", "nodes", v, "") for v in ("get", "watch")),
     *((constants.GROUP, constants.POOL_PLURAL, v, "") for v in ("list", "watch")),
 }
 # KubeSource.record_event: a Warning Event on the Node, in "default".
@@ -265,9 +265,12 @@ def test_controller_probes_and_metrics_match_its_health_address(rendered: list[O
     env = literal_env(ctr, {"metadata.name": "routectl-controller-0", "metadata.namespace": NAMESPACE})
     address = env.get(controller_config.ENV_VARS["health_address"], controller_config.Config.health_address)
     assert int(address.rsplit(":", 1)[1]) == ports["metrics"]
-    probe = ctr["livenessProbe"]["httpGet"]
-    assert probe["path"] == "/healthz"
-    assert probe["port"] in ("metrics", ports["metrics"])
+    for kind in ("livenessProbe", "readinessProbe"):
+        probe = ctr[kind]["httpGet"]
+        # /healthz, never /readyz: that one is 503 on the standby replica (leader and synced only),
+        # so a standby would never become Ready and a rolling update would stall on it.
+        assert probe["path"] == "/healthz", kind
+        assert probe["port"] in ("metrics", ports["metrics"])
 
 
 def test_controller_ha_matches_leader_election(rendered: list[Obj]) -> None:
