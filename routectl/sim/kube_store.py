@@ -457,6 +457,11 @@ class Store:
             self._validate_node(rt, name, new, old)
         elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._validate_crd(rt, name, new, old)
+        elif rt.key == ("", "events"):
+            involved_ns = (new.get("involvedObject") or {}).get("namespace")
+            if involved_ns and involved_ns != _meta(new).get("namespace"):
+                raise invalid(rt, name, [f"involvedObject.namespace: Invalid value: {involved_ns!r}: "
+                                         "does not match event.namespace"])
         elif rt.schemas:
             version = str(new.get("apiVersion", "")).rpartition("/")[2] or rt.storage_version
             schema = rt.schemas.get(version) or rt.schemas.get(rt.storage_version)

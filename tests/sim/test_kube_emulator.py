@@ -225,6 +225,10 @@ def test_namespaced_field_selector_and_events(kube: KubeServer, api: kubernetes.
     assert [e.metadata.namespace for e in every.items] == ["other"]
     assert every.items[0].metadata.name.startswith("ev-")
     assert len(core.list_namespaced_event("default", field_selector="involvedObject.name=n1").items) == 1
+    with pytest.raises(ApiException) as exc:  # an Event lives with its (namespaced) object, as upstream
+        core.create_namespaced_event("default", {"metadata": {"name": "x"},
+                                                 "involvedObject": {"kind": "Pod", "namespace": "other"}})
+    assert exc.value.status == 422
     with pytest.raises(ApiException) as exc:  # namespaces must exist, as with NamespaceLifecycle
         core.create_namespaced_event("missing", {"metadata": {"name": "e"}, "involvedObject": {}})
     assert exc.value.status == 404
