@@ -1,0 +1,216 @@
+"""Pure report builders: Kubernetes objects, listed cloud routes, capacities, limit warnings -> plain dicts.
+
+These dicts ARE the documented JSON shapes of `routectl simulate`, `plan` and `status` (see
+routectl.ops.schema and docs/simulate-json.md); the table renderer reads the same dicts, so the text and
+JSON outputs can never disagree. No I/O here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from routectl.cloud.limits import OVERLAY_HINT
+from routectl.constants import (
+    CONDITION_NETWORK_UNAVAILABLE,
+    POOL_EXHAUSTED,
+    POOL_INVALID,
+    POOL_READY,
+    POOL_ROUTE_LIMIT_NEARING,
+    POOL_ROUTE_LIMIT_REACHED,
+)
+from routectl.routes.model import CloudRoute, LimitWarning, TableCapacity
+
+SCHEMA_VERSION = 1
+Obj = Mapping[str, Any]
+
+
+def canon(cidr: str) -> str:
+    """Canonical CIDR text (unparsable values are returned unchanged, so they still show)."""
+    try:
+        return str(ipaddress.ip_network(cidr, strict=False))
+    except ValueError:
+        return cidr
+
+
+def name_of(obj: Obj) -> str:
+    """metadata.name of an object."""
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def pod_cidrs(node: Obj) -> list[str]:
+    """Node.spec.podCIDRs (or the single podCIDR of older objects)."""
+    spec = node.get("spec") or {}
+    return list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+
+
+def find_condition(obj: Obj, ctype: str) -> dict[str, Any] | None:
+    """The status condition of type `ctype`, or None."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return None
+
+
+def network_unavailable(node: Obj) -> dict[str, str]:
+    """{status, reason, message} of the node's NetworkUnavailable condition ("Unknown" when absent)."""
+    c = find_condition(node, CONDITION_NETWORK_UNAVAILABLE)
+    if c is None:
+        return {"status": "Unknown", "reason": "", "message": "no NetworkUnavailable condition"}
+    return {"status": str(c.get("status", "Unknown")), "reason": str(c.get("reason", "")),
+            "message": str(c.get("message", ""))}
+
+
+def detail_reason(condition: Mapping[str, str]) -> str:
+    """The specific reason routectl puts first in a NoRouteCreated message ("RouteLimitReached: ..."), else
+    the condition's reason."""
+    head, sep, _ = condition.get("message", "").partition(": ")
+    if sep and head.isidentifier() and head[:1].isupper():
+        return head
+    return condition.get("reason", "")
+
+
+def routes_by_destination(routes: Iterable[CloudRoute]) -> dict[str, list[CloudRoute]]:
+    """Owned routes grouped by canonical destination."""
+    out: dict[str, list[CloudRoute]] = {}
+    for r in routes:
+        if r.owned:
+            out.setdefault(canon(r.destination), []).append(r)
+    return out
+
+
+def node_entry(node: Obj, by_dest: Mapping[str, list[CloudRoute]]) -> dict[str, Any]:
+    """One node: name, podCIDRs, its routes in every table, its NetworkUnavailable condition."""
+    cidrs = pod_cidrs(node)
+    routes = [{"table": r.table, "destination": canon(r.destination), "nextHop": r.target, "state": r.state}
+              for c in cidrs for r in sorted(by_dest.get(canon(c), []), key=lambda r: r.table)]
+    return {"name": name_of(node), "podCIDRs": cidrs, "routes": routes,
+            "networkUnavailable": network_unavailable(node)}
+
+
+def pool_entry(pool: Obj) -> dict[str, Any]:
+    """One PodCIDRPool: spec essentials and the status the controller wrote."""
+    spec = pool.get("spec") or {}
+    status = pool.get("status") or {}
+    return {
+        "name": name_of(pool),
+        "cidrs": list(spec.get("cidrs") or []),
+        "nodeMaskSizeIPv4": spec.get("nodeMaskSizeIPv4"),
+        "nodeSelector": dict(spec.get("nodeSelector") or {}),
+        "allocated": status.get("allocated"),
+        "free": status.get("free"),
+        "capacity": status.get("capacity"),
+        "routesProgrammed": status.get("routesProgrammed"),
+        "conditions": [{k: str(c.get(k, "")) for k in ("type", "status", "reason", "message")}
+                       for c in status.get("conditions") or []],
+    }
+
+
+def table_entry(cap: TableCapacity) -> dict[str, Any]:
+    """One route table (AWS) or the project's route quota (GCE): used / limit / free, and the quota's name."""
+    return {"id": cap.table, "used": cap.used, "limit": cap.limit, "free": cap.free, "quota": cap.quota_name}
+
+
+def limit_advice(cap: TableCapacity | None, needed: int) -> list[str]:
+    """Both ways out of a route limit: raise the quota (which, to what) or use an overlay network."""
+    overlay = OVERLAY_HINT.removeprefix("or ")
+    if cap is None:
+        return ["raise the cloud's route quota", overlay]
+    return [f"raise {cap.quota_name} to at least {needed} ({cap.raise_to_hint})", overlay]
+
+
+def limit_warning_entry(w: LimitWarning, caps: Mapping[str, TableCapacity]) -> dict[str, Any]:
+    """A route-limit warning from the planner, structured, with its advice."""
+    kind = POOL_ROUTE_LIMIT_REACHED if w.kind == "reached" else POOL_ROUTE_LIMIT_NEARING
+    needed = w.needed if w.kind == "reached" and w.needed > w.limit else w.limit + 1
+    return {"kind": kind, "pool": None, "table": w.table, "used": w.used, "limit": w.limit,
+            "refused": w.refused, "message": w.message, "advice": limit_advice(caps.get(w.table), needed)}
+
+
+def pool_advice(kind: str, pool: str) -> list[str]:
+    """What to do about a pool condition."""
+    if kind == POOL_EXHAUSTED:
+        return [f"append a CIDR to spec.cidrs of PodCIDRPool {pool} (CIDRs are append-only)",
+                "or create another PodCIDRPool whose nodeSelector matches the waiting nodes"]
+    if kind == POOL_INVALID:
+        return [f"fix the spec of PodCIDRPool {pool} as the message says; existing allocations stay"]
+    if kind == "InUse":
+        return ["drain and delete the listed nodes, or keep the pool"]
+    return []
+
+
+def pool_warning_entries(pools: Iterable[Obj], *, with_limits: bool) -> list[dict[str, Any]]:
+    """Warnings a pool's status raises: Exhausted, Invalid, InUse (deletion blocked) and, when the cloud
+    was not read (`with_limits`), RouteLimitReached/Nearing as the controller last reported them."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for p in pools:
+        name = name_of(p)
+        for kind in (POOL_EXHAUSTED, POOL_INVALID):
+            c = find_condition(p, kind)
+            if c and c.get("status") == "True":
+                out.append(_pool_warning(kind, name, str(c.get("message", ""))))
+        ready = find_condition(p, POOL_READY)
+        if ready and ready.get("status") == "False" and ready.get("reason") == "InUse":
+            out.append(_pool_warning("InUse", name, str(ready.get("message", ""))))
+        if with_limits:
+            for kind in (POOL_ROUTE_LIMIT_REACHED, POOL_ROUTE_LIMIT_NEARING):
+                c = find_condition(p, kind)
+                msg = str((c or {}).get("message", ""))
+                if c and c.get("status") == "True" and (kind, msg) not in seen and \
+                        not (kind == POOL_ROUTE_LIMIT_NEARING and (POOL_ROUTE_LIMIT_REACHED, msg) in seen):
+                    seen.add((kind, msg))
+                    entry = _pool_warning(kind, name, msg)
+                    entry["advice"] = limit_advice(None, 0)
+                    out.append(entry)
+    return out
+
+
+def _pool_warning(kind: str, pool: str, message: str) -> dict[str, Any]:
+    return {"kind": kind, "pool": pool, "table": None, "used": None, "limit": None, "refused": 0,
+            "message": message, "advice": pool_advice(kind, pool)}
+
+
+def warnings(limit_warnings: Sequence[LimitWarning] | None, caps: Sequence[TableCapacity],
+             pools: Iterable[Obj]) -> list[dict[str, Any]]:
+    """Every warning: the planner's route-limit warnings (live) plus the pools' own warning conditions.
+
+    `limit_warnings` None means the cloud was not read: the pools' RouteLimit conditions stand in.
+    """
+    by_table = {c.table: c for c in caps}
+    out = [limit_warning_entry(w, by_table) for w in limit_warnings or []]
+    return out + pool_warning_entries(pools, with_limits=limit_warnings is None)
+
+
+def summary(nodes: Sequence[Mapping[str, Any]], warning_list: Sequence[Any]) -> dict[str, int]:
+    """Counts: nodes, with a podCIDR, routed (NetworkUnavailable False), unrouted, warnings."""
+    with_cidr = sum(1 for n in nodes if n["podCIDRs"])
+    routed = sum(1 for n in nodes if n["networkUnavailable"]["status"] == "False")
+    return {"nodes": len(nodes), "withPodCIDR": with_cidr, "routed": routed,
+            "withoutRoute": len(nodes) - routed, "warnings": len(warning_list)}
+
+
+def simulate_report(*, cloud: str, converged: bool, elapsed: float, failure: str | None,
+                    nodes: Iterable[Obj], pools: Iterable[Obj], routes: Iterable[CloudRoute],
+                    caps: Sequence[TableCapacity], limit_warnings: Sequence[LimitWarning] | None,
+                    settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The `routectl simulate` result (schema version 1; see routectl.ops.schema.SIMULATE_SCHEMA)."""
+    pools = list(pools)
+    by_dest = routes_by_destination(routes)
+    node_list = [node_entry(n, by_dest) for n in sorted(nodes, key=name_of)]
+    warns = warnings(limit_warnings, caps, pools)
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "kind": "SimulationReport",
+        "cloud": cloud,
+        "converged": converged,
+        "failure": failure,
+        "elapsedSeconds": round(elapsed, 3),
+        "settings": dict(settings),
+        "pools": [pool_entry(p) for p in sorted(pools, key=name_of)],
+        "nodes": node_list,
+        "routeTables": [table_entry(c) for c in caps],
+        "warnings": warns,
+        "summary": summary(node_list, warns),
+    }
