@@ -13,6 +13,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("routectl.agent.main", "agent"),
     "controller": ("routectl.controller.main", "controller"),
     "ipam": ("routectl.ipam.cli", "ipam"),
+    "simulate": ("routectl.sim.simulate", "simulate"),
 }
 
 
