@@ -95,6 +95,7 @@ class GCERouteDriver:
         burst: int = 20,
         concurrency: int = 16,
         op_timeout: float = 120.0,
+        call_timeout: float = 30.0,
         credentials: Any = None,
     ) -> None:
         if not project or not network or not cluster_name:
@@ -112,6 +113,7 @@ class GCERouteDriver:
         self.bucket = TokenBucket(rate, burst)
         self.calls = CallCounter()
         self.op_timeout = op_timeout
+        self.call_timeout = call_timeout
         self._sem = threading.BoundedSemaphore(concurrency)
         self._concurrency = concurrency
         self._local = threading.local()
@@ -209,7 +211,7 @@ class GCERouteDriver:
             if time.monotonic() > deadline:
                 raise CloudError(f"{what}: operation {op.name} not DONE after {self.op_timeout}s")
             op = self._call("globalOperations.wait", lambda name=op.name: self._clients()["ops"].wait(
-                project=self.project, operation=name, retry=None))
+                project=self.project, operation=name, retry=None, timeout=self.op_timeout))
         if op.error and op.error.errors:
             codes = [e.code for e in op.error.errors]
             msg = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
@@ -233,8 +235,8 @@ class GCERouteDriver:
             req = compute_v1.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
                                                page_token=token)
             try:
-                page = self._call("routes.list", lambda req=req: self._clients()["routes"].list(request=req,
-                                                                                                 retry=None))
+                page = self._call("routes.list", lambda req=req: self._clients()["routes"].list(
+                    request=req, retry=None, timeout=self.call_timeout))
             except gexc.GoogleAPICallError as e:
                 raise CloudError(f"listing routes of {self.network_path}: {e.message}") from e
             out += [self._to_cloud_route(r) for r in page.items]
@@ -251,7 +253,7 @@ class GCERouteDriver:
         project, zone, name = parse_provider_id(node.provider_id)
         try:
             inst = self._call("instances.get", lambda: self._clients()["instances"].get(
-                project=project, zone=zone, instance=name, retry=None))
+                project=project, zone=zone, instance=name, retry=None, timeout=self.call_timeout))
         except gexc.NotFound as e:
             raise NodeProblem(REASON_INSTANCE_NOT_FOUND, f"instance {name} in {project}/{zone} not found "
                               f"(providerID {node.provider_id})") from e
@@ -278,7 +280,7 @@ class GCERouteDriver:
             req = compute_v1.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
                                                   page_token=token)
             page = self._call("instances.list", lambda req=req: self._clients()["instances"].list(
-                request=req, retry=None))
+                request=req, retry=None, timeout=self.call_timeout))
             found.update({i.name: i for i in page.items})
             token = page.next_page_token
             if not token:
@@ -338,7 +340,7 @@ class GCERouteDriver:
             priority=self.priority, description=self.description, tags=self.tags,
         )
         op = self._call("routes.insert", lambda: self._clients()["routes"].insert_unary(
-            project=self.project, route_resource=route, retry=None), mutating=True)
+            project=self.project, route_resource=route, retry=None, timeout=self.call_timeout), mutating=True)
         self._wait(op, f"inserting route {name}")
 
     def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
@@ -370,7 +372,7 @@ class GCERouteDriver:
     def _get(self, name: str) -> CloudRoute | None:
         try:
             r = self._call("routes.get", lambda: self._clients()["routes"].get(
-                project=self.project, route=name, retry=None))
+                project=self.project, route=name, retry=None, timeout=self.call_timeout))
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as e:
@@ -404,7 +406,7 @@ class GCERouteDriver:
                              "not owned by routectl")
         try:
             op = self._call("routes.delete", lambda: self._clients()["routes"].delete_unary(
-                project=self.project, route=route.name, retry=None), mutating=True)
+                project=self.project, route=route.name, retry=None, timeout=self.call_timeout), mutating=True)
         except gexc.NotFound:
             return
         except gexc.GoogleAPICallError as e:
@@ -414,8 +416,8 @@ class GCERouteDriver:
     def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
         """The project's ROUTES quota (usage counts every route of the project, not only ours)."""
         try:
-            proj = self._call("projects.get", lambda: self._clients()["projects"].get(project=self.project,
-                                                                                     retry=None))
+            proj = self._call("projects.get", lambda: self._clients()["projects"].get(
+                project=self.project, retry=None, timeout=self.call_timeout))
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"reading quotas of project {self.project}: {e.message}") from e
         for q in proj.quotas:

@@ -252,8 +252,7 @@ class FakeGCE:
                 self.throttled += 1
             raise _HTTPError(429, "rateLimitExceeded", "Rate Limit Exceeded")
         applied_then_fail = False
-        inject = self.error_rate and perm != "compute.globalOperations.get"
-        if inject and self._rng.random() < self.error_rate:
+        if self.error_rate and self._rng.random() < self.error_rate:
             with self._lock:
                 self.injected_errors += 1
             if mutating and self._rng.random() < 0.5:
