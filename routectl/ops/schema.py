@@ -1,0 +1,57 @@
+"""JSON schemas (draft 2020-12) of the documented, stable output shapes: `routectl simulate -o json`
+(SIMULATE_SCHEMA), `routectl plan -o json` (PLAN_SCHEMA) and `routectl status -o json` (STATUS_SCHEMA).
+
+Version 1. Adding a field is compatible; renaming, removing or retyping one bumps `schemaVersion`.
+docs/simulate-json.md describes the fields in prose; tests validate real outputs against these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NSTR = {"type": ["string", "null"]}
+_NINT = {"type": ["integer", "null"]}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    req = required if required is not None else list(props)
+    return {"type": "object", "properties": props, "required": req}
+
+
+CONDITION = _obj({"type": _STR, "status": _STR, "reason": _STR, "message": _STR})
+NETWORK_UNAVAILABLE = _obj({"status": {"enum": ["True", "False", "Unknown"]}, "reason": _STR,
+                            "message": _STR})
+ROUTE = _obj({"table": _STR, "destination": _STR, "nextHop": _NSTR, "state": _STR})
+NODE = _obj({"name": _STR, "podCIDRs": {"type": "array", "items": _STR},
+             "routes": {"type": "array", "items": ROUTE}, "networkUnavailable": NETWORK_UNAVAILABLE})
+POOL = _obj({"name": _STR, "cidrs": {"type": "array", "items": _STR}, "nodeMaskSizeIPv4": _NINT,
+             "nodeSelector": {"type": "object", "additionalProperties": _STR},
+             "allocated": _NINT, "free": _NINT, "capacity": _NINT, "routesProgrammed": _NINT,
+             "conditions": {"type": "array", "items": CONDITION}})
+ROUTE_TABLE = _obj({"id": _STR, "used": _INT, "limit": _INT, "free": _INT, "quota": _STR})
+WARNING_KINDS = ["RouteLimitReached", "RouteLimitNearing", "Exhausted", "Invalid", "InUse"]
+WARNING = _obj({"kind": {"enum": WARNING_KINDS}, "pool": _NSTR, "table": _NSTR, "used": _NINT, "limit": _NINT,
+                "refused": _INT, "message": _STR, "advice": {"type": "array", "items": _STR}})
+SUMMARY = _obj({"nodes": _INT, "withPodCIDR": _INT, "routed": _INT, "withoutRoute": _INT, "warnings": _INT})
+
+SIMULATE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "routectl simulate report",
+    **_obj({
+        "schemaVersion": {"const": 1},
+        "kind": {"const": "SimulationReport"},
+        "cloud": {"enum": ["aws", "gce"]},
+        "converged": {"type": "boolean"},
+        "failure": _NSTR,
+        "elapsedSeconds": {"type": "number", "minimum": 0},
+        "settings": _obj({"nodes": _INT, "poolCIDR": _STR, "mask": _INT, "routeLimit": _NINT,
+                          "timeout": {"type": "number"}}),
+        "pools": {"type": "array", "items": POOL},
+        "nodes": {"type": "array", "items": NODE},
+        "routeTables": {"type": "array", "items": ROUTE_TABLE},
+        "warnings": {"type": "array", "items": WARNING},
+        "summary": SUMMARY,
+    }),
+}
