@@ -132,7 +132,7 @@ def pool_advice(kind: str, pool: str) -> list[str]:
     """What to do about a pool condition."""
     if kind == POOL_EXHAUSTED:
         return [f"append a CIDR to spec.cidrs of PodCIDRPool {pool} (CIDRs are append-only)",
-                "or create another PodCIDRPool whose nodeSelector matches the waiting nodes"]
+                "create another PodCIDRPool whose nodeSelector matches the waiting nodes"]
     if kind == POOL_INVALID:
         return [f"fix the spec of PodCIDRPool {pool} as the message says; existing allocations stay"]
     if kind == "InUse":
