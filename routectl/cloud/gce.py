@@ -37,8 +37,6 @@ PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\
 INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
 MAX_NAME = 63
 PAGE_SIZE = 500
-# From this many nodes in one zone on, list the zone's instances (paged) instead of one GET per node.
-LIST_THRESHOLD = 50
 
 
 def instance_path(url: str | None) -> str | None:
@@ -96,6 +94,7 @@ class GCERouteDriver:
         concurrency: int = 16,
         op_timeout: float = 120.0,
         call_timeout: float = 30.0,
+        instance_list_threshold: int = 50,
         credentials: Any = None,
     ) -> None:
         if not project or not network or not cluster_name:
@@ -114,6 +113,10 @@ class GCERouteDriver:
         self.calls = CallCounter()
         self.op_timeout = op_timeout
         self.call_timeout = call_timeout
+        # From this many nodes in one zone on, read the zone's instances with paged lists (500 per call,
+        # needs compute.instances.list) instead of one GET per node; 0 disables. A 403 falls back to GETs.
+        self.instance_list_threshold = instance_list_threshold
+        self._list_denied = False
         self._sem = threading.BoundedSemaphore(concurrency)
         self._concurrency = concurrency
         self._local = threading.local()
@@ -303,11 +306,16 @@ class GCERouteDriver:
             groups.setdefault((project, zone), []).append((n, name))
         singles: list[NodeRoutes] = []
         for (project, zone), members in groups.items():
-            if len(members) < LIST_THRESHOLD:
+            threshold = self.instance_list_threshold
+            if not threshold or len(members) < threshold or self._list_denied:
                 singles += [n for n, _ in members]
                 continue
             try:
                 found = self._list_zone(project, zone)
+            except gexc.Forbidden:
+                self._list_denied = True  # no compute.instances.list: one GET per node still works
+                singles += [n for n, _ in members]
+                continue
             except gexc.GoogleAPICallError as e:
                 for n, _ in members:
                     out[n.name] = NodeProblem(REASON_CLOUD_ERROR,

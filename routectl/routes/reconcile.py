@@ -181,6 +181,20 @@ class RouteReconciler:
             return SyncResult({node_name: status}, list(self._caps or []), [], done, failed, [],
                               _calls_delta(before, self.driver.calls.snapshot()), 0)
 
+    def set_cluster_cidrs(self, cluster_cidrs: Sequence[str], warn_percent: int | None = None) -> None:
+        """Pools grew or shrank: adopt the new cluster CIDRs (also the driver's ownership pools, AWS)
+        and drop the cached view, whose ownership flags were computed for the old CIDRs."""
+        pools = parse_pools(list(cluster_cidrs))
+        with self._lock:
+            self.cluster_cidrs = [canonical_cidr(c) for c in cluster_cidrs]
+            self.pools = pools
+            if warn_percent is not None:
+                self.warn_percent = warn_percent
+            if hasattr(self.driver, "pools"):
+                self.driver.pools = pools
+            self._view = None
+            self._caps = None
+
     def invalidate(self) -> None:
         """Drop the cached view and next hops (the next operation re-lists and re-resolves)."""
         with self._lock:

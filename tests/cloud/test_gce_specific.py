@@ -111,3 +111,32 @@ def test_many_nodes_in_a_zone_resolve_with_instance_lists(gce: GCEHarness) -> No
     assert sum(s.ok for s in res.nodes.values()) == 60
     assert res.nodes["noforward"].reason == "PrerequisiteFailed"
     assert res.nodes["ghost"].reason == "InstanceNotFound"
+
+
+def test_instance_list_denied_falls_back_to_gets(gce: GCEHarness) -> None:
+    nodes = [gce.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(5)]
+    drv = gce.driver(instance_list_threshold=2)
+    orig = gce.fake._permission
+
+    def deny_list(method: str, rest: list[str]) -> tuple[str, bool]:
+        perm, mutating = orig(method, rest)
+        if perm == "compute.instances.list":
+            from routectl.sim.fake_gce import _HTTPError
+
+            raise _HTTPError(403, "forbidden", "Required 'compute.instances.list' permission")
+        return perm, mutating
+
+    gce.fake._permission = deny_list  # type: ignore[method-assign]
+    try:
+        got = drv.resolve_many(nodes)
+    finally:
+        gce.fake._permission = orig  # type: ignore[method-assign]
+    assert got == {n.name: gce.target_of(n) for n in nodes}
+
+
+def test_set_cluster_cidrs_adopts_new_pool(gce: GCEHarness) -> None:
+    node = gce.add_node("n1", ("10.250.1.0/24",))
+    rec = gce.reconciler()
+    assert rec.sync([node]).nodes["n1"].reason == "CIDROutsideClusterCIDRs"
+    rec.set_cluster_cidrs(["10.244.0.0/16", "10.250.0.0/16"])
+    assert rec.sync([node]).nodes["n1"].ok
