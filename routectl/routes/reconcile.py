@@ -293,7 +293,14 @@ class RouteReconciler:
                     node_keys[n.name].add(key)
             if not check_only:
                 self._node_keys[n.name] = (node_keys[n.name], res)
-        actual = routes if not scoped else [r for r in routes if route_key(r) in desired]
+        # Nodes that still exist but could not be resolved (transient cloud error, instance missing,
+        # prerequisite) keep whatever routes they have: only nodes that are gone lose routes (as in the
+        # cloud-provider route controller); their status says why nothing was changed.
+        protected = {(t, canonical_cidr(c)) for n in nodes if n.name not in node_keys
+                     for c in n.pod_cidrs if _valid(c) for t in tables}
+        actual = [r for r in routes if route_key(r) not in protected or route_key(r) in desired]
+        if scoped:
+            actual = [r for r in actual if route_key(r) in desired]
         actions = diff_routes(desired, actual, self.cluster_cidrs)
         deletes = [a for a in actions if a.kind == "delete"]
         creates = [a for a in actions if a.kind == "create"]

@@ -239,3 +239,15 @@ def test_resolve_raises_node_problem(cloud: Any) -> None:
     with pytest.raises(NodeProblem) as e:
         drv.resolve(NodeRoutes("x", "u", cloud.missing_instance_pid(), ()))
     assert e.value.reason == "InstanceNotFound"
+
+
+def test_unresolvable_node_keeps_its_route(cloud: Any) -> None:
+    """A node that still exists but cannot be resolved now (instance lookup fails) loses nothing."""
+    nodes = _nodes(cloud, 2)
+    rec = cloud.reconciler()
+    rec.sync(nodes)
+    broken = NodeRoutes(nodes[0].name, nodes[0].uid, cloud.missing_instance_pid(), nodes[0].pod_cidrs)
+    res = cloud.reconciler().sync([broken, nodes[1]])
+    assert res.nodes["node-1"].reason == "InstanceNotFound"
+    assert res.actions == []
+    assert cloud.routes_to() == _expect(cloud, nodes)
