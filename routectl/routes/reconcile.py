@@ -118,6 +118,7 @@ class RouteReconciler:
         self._targets: dict[str, tuple[tuple[str | None, str], str, float]] = {}
         self._node_keys: dict[str, tuple[set[Key], str | None]] = {}
         self._view_dirty = False
+        self._pool: ThreadPoolExecutor | None = None
 
     # ----- public API -----
     def plan(self, nodes: Sequence[NodeRoutes]) -> RoutePlan:
@@ -202,7 +203,20 @@ class RouteReconciler:
             self._caps = None
             self._targets.clear()
 
+    def close(self) -> None:
+        """Stop the worker threads (a later call starts new ones)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
     # ----- internals -----
+    def _executor(self) -> ThreadPoolExecutor:
+        """Long-lived workers: drivers keep per-thread clients, so connections are reused across syncs."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="routectl-routes")
+        return self._pool
+
     def _refresh(self) -> tuple[list[CloudRoute], list[TableCapacity]]:
         routes = self.driver.list_routes()
         caps = self.driver.capacity(routes)
@@ -238,8 +252,7 @@ class RouteReconciler:
                 except CloudError as e:
                     return NodeProblem(REASON_CLOUD_ERROR, str(e))
 
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                got = dict(zip([n.name for n in todo], pool.map(one, todo), strict=True))
+            got = dict(zip([n.name for n in todo], self._executor().map(one, todo), strict=True))
         for n in todo:
             res = got.get(n.name, NodeProblem(REASON_CLOUD_ERROR, "not resolved"))
             out[n.name] = res
@@ -370,8 +383,7 @@ class RouteReconciler:
                         self._targets.pop(a.node, None)
 
         if actions:
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                list(pool.map(one, actions))
+            list(self._executor().map(one, actions))
         if failed:
             self._view_dirty = True
         return done, failed
