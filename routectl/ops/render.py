@@ -77,6 +77,11 @@ def render_pools(pools: Sequence[Mapping[str, Any]]) -> str:
     return table(("POOL", "CIDRS", "MASK", "ALLOCATED", "FREE", "CAPACITY", "ROUTED", "READY"), rows)
 
 
+def _short(message: str) -> str:
+    """A message without its trailing advice (the warnings section lists the ways out)."""
+    return message.split(" Ways out", 1)[0]
+
+
 def render_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
     """Each warning: kind and where, its message, then every way out."""
     lines: list[str] = []
@@ -89,9 +94,7 @@ def render_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
         if w.get("used") is not None and w.get("limit") is not None:
             where.append(f"{w['used']}/{w['limit']} routes")
         lines.append(f"WARNING {w['kind']}" + (f" ({', '.join(where)})" if where else "") + ":")
-        message = w["message"]
-        if w.get("advice") and "Ways out" in message:  # the advice follows as a list
-            message = message[:message.index("Ways out")].rstrip()
+        message = _short(w["message"]) if w.get("advice") else w["message"]  # the advice follows as a list
         lines += _wrap(message, "  ")
         if w.get("advice"):
             lines.append("  Ways out:")
@@ -120,3 +123,65 @@ def simulate_summary(report: Mapping[str, Any]) -> str:
         return f"Converged in {report['elapsedSeconds']:.1f}s on {report['cloud']}: {counts}."
     return (f"NOT converged after {report['elapsedSeconds']:.1f}s on {report['cloud']}: {counts}. "
             f"{report.get('failure') or ''}").rstrip()
+
+
+def render_plan(report: Mapping[str, Any]) -> str:
+    """`routectl plan` text: per table counts and headroom, the changes, waiting nodes, warnings."""
+    parts = [f"Route plan ({report['cloud']}), read-only: nothing was changed.", ""]
+    rows = [(t["id"], t["create"], t["replace"], t["delete"], t["keep"], t["refused"],
+             f"{t['usedBefore']}->{t['usedAfter']}/{t['limit']}", t["headroomAfter"],
+             t["headroomAfterWaitingNodes"]) for t in report["tables"]]
+    parts += [table(("ROUTE TABLE", "CREATE", "REPLACE", "DELETE", "KEEP", "REFUSED", "USED", "HEADROOM",
+                     "HEADROOM+WAITING"), rows), ""]
+    changes = [*report["actions"], *({**r, "kind": "refused"} for r in report["refused"])]
+    if changes:
+        rows = [(a["kind"], a["table"], a["destination"], a["node"], a["currentNextHop"], a["nextHop"])
+                for a in changes]
+        parts += ["Changes:", table(("ACTION", "TABLE", "DESTINATION", "NODE", "FROM", "TO"), rows), ""]
+    if report["waitingNodes"]:
+        rows = [(w["node"], w["pool"], ",".join(w["podCIDRs"]), w["problem"]) for w in report["waitingNodes"]]
+        parts += ["Nodes waiting for a pod CIDR (block a fresh IPAM would give; the controller may pick "
+                  "another free one):", table(("NODE", "POOL", "WOULD GET", "PROBLEM"), rows), ""]
+    if report["nodeProblems"]:
+        rows = [(p["node"], p["reason"], p["message"]) for p in report["nodeProblems"]]
+        parts += ["Nodes that cannot be routed:", table(("NODE", "REASON", "MESSAGE"), rows), ""]
+    if report["warnings"]:
+        parts += [render_warnings(report["warnings"]), ""]
+    s = report["summary"]
+    parts.append(f"Plan: {s['create']} to create, {s['replace']} to replace, {s['delete']} to delete, "
+                 f"{s['keep']} to keep, {s['refused']} refused by the route limit, "
+                 f"{s['waitingNodes']} node(s) waiting for a block.")
+    return "\n".join(parts)
+
+
+def render_status(report: Mapping[str, Any]) -> str:
+    """`routectl status` text: pools, route tables, nodes without routes and why, warnings, recent events."""
+    rows = []
+    for p in report["pools"]:
+        r = p.get("recomputed") or {}
+        ready = next((c for c in p["conditions"] if c["type"] == "Ready"), None)
+        rows.append((p["name"], ",".join(p["cidrs"]), p.get("allocated"), r.get("allocated"), p.get("free"),
+                     r.get("free"), p.get("capacity"), p.get("routesProgrammed"),
+                     f"{ready['status']} ({ready['reason']})" if ready else None))
+    parts = ["Pools (status / recomputed from the nodes' podCIDRs):",
+             table(("POOL", "CIDRS", "ALLOCATED", "(RECOMPUTED)", "FREE", "(RECOMPUTED)", "CAPACITY",
+                    "ROUTED", "READY"), rows), ""]
+    source = "live from the cloud" if report["cloudRead"] else "as last reported in pool status"
+    parts += [f"Route tables ({source}):", render_tables(report["routeTables"]), ""]
+    if report.get("cloudError"):
+        parts += [f"Cloud not read: {report['cloudError']}", ""]
+    without = report["nodesWithoutRoutes"]
+    if without:
+        rows = [(n["name"], ",".join(n["podCIDRs"]), n["reason"], _short(n["message"])) for n in without]
+        parts += [f"Nodes without routes ({len(without)}):",
+                  table(("NODE", "POD CIDR", "WHY", "MESSAGE"), rows), ""]
+    if report["warnings"]:
+        parts += [render_warnings(report["warnings"]), ""]
+    if report["recentWarningEvents"]:
+        rows = [(e["time"], e["object"], e["reason"], e["count"], _short(e["message"])[:120])
+                for e in report["recentWarningEvents"]]
+        parts += ["Recent warning events:", table(("TIME", "OBJECT", "REASON", "COUNT", "MESSAGE"), rows), ""]
+    s = report["summary"]
+    parts.append(f"{s['nodes']} nodes, {s['routed']} routed, {s['withoutRoute']} without route, "
+                 f"{s['pools']} pool(s), {s['warnings']} warning(s).")
+    return "\n".join(parts)
