@@ -13,7 +13,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("routectl.agent.main", "agent"),
     "controller": ("routectl.controller.main", "controller"),
     "ipam": ("routectl.ipam.cli", "ipam"),
+    "plan": ("routectl.ops.plan", "plan"),
     "simulate": ("routectl.sim.simulate", "simulate"),
+    "status": ("routectl.ops.status", "status"),
 }
 
 
