@@ -181,7 +181,15 @@ class Controller:
                 if f.node in nodes:
                     await self._event_node(nodes[f.node], "Warning", EVENT_CIDR_CONFLICT, f.message)
             self._tasks.append(asyncio.create_task(self._ensure_loop(), name="routectl-route-batches"))
-            await self.resync(initial=True)
+            delay = 1.0
+            while True:  # no block is handed out before stale routes are known (and deleted)
+                try:
+                    await self.resync(initial=True)
+                    break
+                except Exception as exc:
+                    log.warning("initial route sync failed, retrying in %.0fs: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(30.0, delay * 2)
             self._ready.set()
             self.metrics.reconcile.labels("startup").observe(time.monotonic() - started)
             self._tasks.append(asyncio.create_task(self._resync_loop(), name="routectl-resync"))
