@@ -101,19 +101,20 @@ class KubeClient:
     """Minimal async Kubernetes API client (JSON in, JSON out) with bounded retries on 429/5xx."""
 
     def __init__(self, host: str, headers: dict[str, str] | None = None,
-                 ssl_context: ssl.SSLContext | bool = False, timeout: float = 30.0) -> None:
+                 ssl_context: ssl.SSLContext | bool = False, timeout: float = 30.0,
+                 user_agent: str = COMPONENT) -> None:
         self.host = host.rstrip("/")
-        self._headers = dict(headers or {})
+        self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_config(cls, kubeconfig: str | None = None) -> KubeClient:
+    def from_config(cls, kubeconfig: str | None = None, user_agent: str = COMPONENT) -> KubeClient:
         """A client for the cluster named by `kubeconfig`, $KUBECONFIG, or the pod's service account."""
         creds = load_credentials(kubeconfig)
         headers = {"Authorization": creds.token} if creds.token else {}
-        return cls(creds.host, headers, creds.ssl_context())
+        return cls(creds.host, headers, creds.ssl_context(), user_agent=user_agent)
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""

@@ -18,6 +18,7 @@ from typing import Any
 import click
 from aiohttp import web
 
+from routectl import __version__
 from routectl.controller.config import ENV_VARS, Config, load_config
 from routectl.controller.kube import KubeClient, load_credentials
 from routectl.controller.leader import LeaderElector
@@ -111,7 +112,9 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
         return driver.calls.snapshot() if driver is not None else None
 
     metrics = Metrics(cloud_stats)
-    client = KubeClient.from_config(config.kubeconfig)
+    # The identity in the User-Agent tells in API audit logs which replica wrote what.
+    agent = f"routectl/{__version__} ({config.identity})"
+    client = KubeClient.from_config(config.kubeconfig, user_agent=agent)
     factory = routes_factory or (lambda cidrs, warn: build_routes(config, cidrs, warn))
     controller = Controller(config, client, factory, metrics=metrics)
     holder.append(controller)

@@ -511,9 +511,6 @@ class Controller:
         self.resyncs += 1
         await self._post_limit_events(self._take_capacity(result, full=True))
         await self._hold_stale_blocks(result)
-        tables = len(self.routes.driver.list_tables()) if hasattr(self.routes, "driver") else 1
-        self.metrics.routes_desired.set(sum(len(n.pod_cidrs) for n in nodes) * tables)
-        self.metrics.routes_actual.set(result.routes_programmed)
         for name, status in result.nodes.items():
             view = live.get(name)
             if view is not None:
@@ -601,8 +598,22 @@ class Controller:
             facts.nearing = facts.reached
         return facts
 
+    def _route_metrics(self) -> None:
+        """Routes desired (every routable node block in every table) and actual (those programmed)."""
+        tables = max(1, len(self.tables))
+        desired = actual = 0
+        for view in self.node_views().values():
+            if view.pod_cidrs and self._cidr_problem(view.name) is None:
+                desired += len(view.pod_cidrs) * tables
+                state = self.route_status.get(view.name)
+                if state is not None and state.ok:
+                    actual += len(view.pod_cidrs) * tables
+        self.metrics.routes_desired.set(desired)
+        self.metrics.routes_actual.set(actual)
+
     async def flush_pool_status(self) -> None:
         """Write each pool's status when it differs from what the pool shows (or we last wrote)."""
+        self._route_metrics()
         for view in self.pool_views().values():
             facts = self.pool_facts(view)
             self.metrics.set_pool(view.name, facts.allocated, facts.free, facts.capacity)
