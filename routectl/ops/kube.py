@@ -45,7 +45,9 @@ def api_client(kubeconfig: str | None) -> Any:
         if kubeconfig is None and "KUBECONFIG" not in os.environ and in_cluster:
             config.load_incluster_config(client_configuration=cfg)
         else:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+            # $KUBECONFIG is read now, not when the kubernetes package was imported
+            config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+                                    client_configuration=cfg)
     except (ConfigException, OSError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise KubeReadError(f"no usable Kubernetes credentials ({where}): {exc}") from None

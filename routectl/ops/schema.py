@@ -55,3 +55,68 @@ SIMULATE_SCHEMA: dict[str, Any] = {
         "summary": SUMMARY,
     }),
 }
+
+ACTION = _obj({"kind": {"enum": ["create", "replace", "delete", "keep"]}, "table": _STR, "destination": _STR,
+               "node": _NSTR, "nextHop": _NSTR, "currentNextHop": _NSTR, "routeName": _NSTR})
+TABLE_PLAN = _obj({"id": _STR, "create": _INT, "replace": _INT, "delete": _INT, "keep": _INT, "refused": _INT,
+                   "usedBefore": _INT, "usedAfter": _INT, "limit": _INT, "headroomAfter": _INT,
+                   "headroomAfterWaitingNodes": _INT, "quota": _STR})
+WAITING = _obj({"node": _STR, "pool": _NSTR, "podCIDRs": {"type": "array", "items": _STR}, "problem": _NSTR})
+NODE_PROBLEM = _obj({"node": _STR, "reason": _STR, "message": _STR})
+FINDING = _obj({"node": _STR, "cidr": _STR, "kind": _STR, "message": _STR})
+
+PLAN_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "routectl plan report",
+    **_obj({
+        "schemaVersion": {"const": 1},
+        "kind": {"const": "RoutePlan"},
+        "cloud": {"enum": ["aws", "gce"]},
+        "tables": {"type": "array", "items": TABLE_PLAN},
+        "actions": {"type": "array", "items": ACTION},
+        "keep": {"type": "array", "items": ACTION},
+        "refused": {"type": "array", "items": ACTION},
+        "waitingNodes": {"type": "array", "items": WAITING},
+        "nodeProblems": {"type": "array", "items": NODE_PROBLEM},
+        "ipamFindings": {"type": "array", "items": FINDING},
+        "warnings": {"type": "array", "items": WARNING},
+        "cloudCalls": {"type": "object", "additionalProperties": _INT},
+        "summary": _obj({"create": _INT, "replace": _INT, "delete": _INT, "keep": _INT, "refused": _INT,
+                         "waitingNodes": _INT, "nodeProblems": _INT, "changes": _INT}),
+    }),
+}
+
+USAGE = {"type": ["object", "null"], "properties": {"allocated": _INT, "free": _INT, "capacity": _INT},
+         "required": ["allocated", "free", "capacity"]}
+NODE_WITHOUT_ROUTE = _obj({"name": _STR, "podCIDRs": {"type": "array", "items": _STR},
+                           "networkUnavailable": NETWORK_UNAVAILABLE,
+                           "routes": {"type": "array", "items": ROUTE}, "reason": _STR, "message": _STR})
+
+
+def _extend(base: dict[str, Any], **props: Any) -> dict[str, Any]:
+    """`base` object schema with more required properties."""
+    return {**base, "properties": {**base["properties"], **props}, "required": [*base["required"], *props]}
+
+
+EVENT = _obj({"time": _STR, "object": _STR, "reason": _STR, "message": _STR, "count": _INT})
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "routectl status report",
+    **_obj({
+        "schemaVersion": {"const": 1},
+        "kind": {"const": "Status"},
+        "cloud": {"enum": ["aws", "gce", None]},
+        "cloudRead": {"type": "boolean"},
+        "cloudError": _NSTR,
+        "pools": {"type": "array", "items": _extend(POOL, recomputed=USAGE)},
+        "routeTables": {"type": "array",
+                        "items": _extend(ROUTE_TABLE, source={"enum": ["cloud", "poolStatus"]})},
+        "nodesWithoutRoutes": {"type": "array", "items": NODE_WITHOUT_ROUTE},
+        "warnings": {"type": "array", "items": WARNING},
+        "recentWarningEvents": {"type": "array", "items": EVENT},
+        "ipamFindings": {"type": "array", "items": FINDING},
+        "summary": _obj({"nodes": _INT, "routed": _INT, "withoutRoute": _INT, "pools": _INT,
+                         "warnings": _INT}),
+    }),
+}
