@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -52,6 +53,8 @@ RoutesFactory = Callable[[list[str], int], Any]
 
 log = logging.getLogger(__name__)
 
+# Selector term added to a pool being deleted so that no node matches it any more (no label has it).
+TERMINATING_LABEL = "routectl.io/pool-terminating"
 # Placeholder holders in the allocator for blocks still routed in the cloud to a node that is gone.
 STALE_PREFIX = "route:"
 
@@ -214,9 +217,14 @@ class Controller:
         self._configured = self._pool_signature()
         for view in self.pool_views().values():
             try:
-                specs.append(PoolSpec.from_resource(view.body))
+                spec = PoolSpec.from_resource(view.body)
             except IPAMError as exc:
                 problems[view.name] = [str(exc)]
+                continue
+            if view.deleting:  # a terminating pool keeps its holdings but serves no new node
+                selector = {**spec.node_selector, TERMINATING_LABEL: "true"}
+                spec = dataclasses.replace(spec, node_selector=selector)
+            specs.append(spec)
         async with self.lock:
             problems.update({k: v for k, v in self.allocator.set_pools(specs).items() if v})
         await self._retarget_routes(specs)

@@ -237,9 +237,51 @@ def test_pool_finalizer_keeps_pool_while_nodes_hold_blocks(make_sim: Any) -> Non
                       _pool(sim)["status"], 30)
     assert sorted(n["name"] for n in status["nodes"]) == sorted(n["metadata"]["name"] for n in sim.nodes())
     assert sim.kube.exists(API_VERSION, POOL_KIND, "default")
+    # a pool being deleted hands out nothing new
+    late = sim.add_nodes(1)[0]
+    wait_for(lambda: any(e["reason"] == "CIDRNotAvailable" for e in node_events(sim, late)), 30)
+    assert not sim.kube.get("v1", "Node", late)["spec"].get("podCIDR")
     for name in list(sim.node_names):
         sim.delete_node(name)
     wait_for(lambda: not sim.kube.exists(API_VERSION, POOL_KIND, "default"), 60)
+
+
+def test_block_is_released_only_after_its_route_is_deleted(make_sim: Any) -> None:
+    from routectl.cloud.ratelimit import TokenBucket
+
+    sim = make_sim(cloud="gce", nodes=4, resync_seconds=1.0)
+    assert sim.wait_converged(30)
+    controller = sim.controllers[0].controller
+    victim = sim.node_names[0]
+    cidr = sim.kube.get("v1", "Node", victim)["spec"]["podCIDR"]
+    # The fake cloud answers every mutating call with 429 from now on: the route cannot be deleted.
+    empty = TokenBucket(1e-6, 1)
+    empty.try_acquire()
+    sim.gce.bucket = empty
+    sim.delete_node(victim)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        assert cidr in sim.cloud_routes()
+        held = controller.allocator.allocation_of(victim)
+        assert held is not None and held.cidrs == (cidr,), "block released while its route still exists"
+        time.sleep(0.1)
+    assert _pool(sim)["status"]["allocated"] == 4
+    sim.gce.bucket = None  # the cloud recovers: the route goes, then the block
+    wait_for(lambda: controller.allocator.allocation_of(victim) is None, 60)
+    assert cidr not in sim.cloud_routes()
+    wait_for(lambda: _pool(sim)["status"]["allocated"] == 3, 30)
+
+
+def test_route_limit_nearing_is_a_warning_before_any_refusal(make_sim: Any) -> None:
+    sim = make_sim(cloud="aws", nodes=40, route_limit=50)  # 42 of 50 routes: past the 80 % default
+    assert sim.wait_converged(60)
+    pool = _pool(sim)
+    nearing = condition(pool, "RouteLimitNearing")
+    assert nearing["status"] == "True" and "L-93826ACB" in nearing["message"]
+    assert condition(pool, POOL_ROUTE_LIMIT_REACHED)["status"] == "False"
+    assert condition(pool, POOL_READY)["status"] == "True"
+    assert all(condition(n, CONDITION_NETWORK_UNAVAILABLE)["status"] == "False" for n in sim.nodes())
+    assert any(e["reason"] == "RouteLimitNearing" for e in pool_events(sim, "default"))
 
 
 def test_preset_podcidrs_outside_pool_or_shared_are_reported_and_left_alone(make_sim: Any) -> None:
