@@ -4,6 +4,7 @@ the controller's env matches what routectl/controller/config.py reads."""
 
 from __future__ import annotations
 
+import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -359,8 +360,9 @@ def test_agent_shares_the_xtables_lock_and_no_other_host_path(rendered: list[Obj
 def test_images_are_set_by_kustomize(rendered: list[Obj]) -> None:
     images = {c["name"]: c["image"] for o in rendered if o["kind"] in WORKLOADS
               for c in pod_spec(o)["containers"]}
-    assert images["controller"].startswith("routectl/controller:")
-    assert images["agent"].startswith("routectl/agent:")
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert images["controller"] == f"routectl/controller:{version}", "image tag follows the release"
+    assert images["agent"] == f"routectl/agent:{version}"
     for image in images.values():
         assert "." not in image.split("/", 1)[0], "no registry host in the default image names"
 
