@@ -137,6 +137,12 @@ def test_plan_after_a_route_was_deleted_shows_exactly_that_create(gce_sim: SimCl
         assert "1 to create, 0 to replace, 0 to delete, 4 to keep" in text.result.stdout
         assert f"create  default  {route['destRange']}" in text.result.stdout
         text.assert_read_only()
+
+        status = Invocation(gce_sim, ["status", "-o", "json"])
+        (missing,) = status.json()["nodesWithoutRoutes"]
+        assert (missing["name"], missing["reason"]) == (victim, "RouteMissing")
+        assert missing["networkUnavailable"]["reason"] == "RouteCreated"  # the condition has not caught up
+        status.assert_read_only()
     finally:
         keep = ("name", "network", "destRange", "nextHopInstance", "priority", "description", "tags")
         _gce_request(gce_sim, "POST", "", {k: route[k] for k in keep if k in route})
