@@ -49,7 +49,9 @@ class Run:
 
 
 def simulate_cmd(*args: str) -> list[str]:
-    """The CLI entry point, run with this interpreter."""
+    """The CLI entry point, run with this interpreter (a generous default timeout: CI machines are busy)."""
+    if "--timeout" not in args:
+        args = ("--timeout", "180", *args)
     return [sys.executable, "-m", "routectl.cli", "simulate", "--no-progress", *args]
 
 
