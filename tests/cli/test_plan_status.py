@@ -69,8 +69,7 @@ class Invocation:
                                                  catch_exceptions=False)
         self.writes = sim.kube.requests.select(writes=True, since=mark)
         self.requests = sim.kube.requests.select(since=mark)
-        with fake._lock:
-            self.cloud_calls = [c if isinstance(c, str) else c[1] for c in fake.call_log]
+        self.cloud_calls = [c if isinstance(c, str) else c[1] for c in list(fake.call_log)]
 
     @property
     def mutating_cloud_calls(self) -> list[str]:
