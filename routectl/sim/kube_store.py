@@ -27,6 +27,8 @@ ResKey = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str | None, str]  # (namespace, name)
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+_NAME_PART_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -49,6 +51,14 @@ class ApiError(Exception):
         if self.details:
             body["details"] = self.details
         return body
+
+
+def _qualified_name(key: str) -> bool:
+    """A label/annotation key or finalizer: ``[dns-subdomain/]name`` with a name part of 63 chars at most."""
+    prefix, _, part = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _NAME_RE.match(prefix)):
+        return False
+    return bool(_NAME_PART_RE.match(part))
 
 
 def not_found(rt: ResourceType, name: str) -> ApiError:
@@ -453,12 +463,14 @@ class Store:
         instead of pruning them silently, as upstream's server-side field validation does.
         """
         name = _meta(new).get("name", "")
+        self._validate_meta(rt, name, new)
         if rt.key == ("", "nodes"):
             self._validate_node(rt, name, new, old)
         elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._validate_crd(rt, name, new, old)
         elif rt.key == ("", "events"):
-            involved_ns = (new.get("involvedObject") or {}).get("namespace")
+            involved = new.get("involvedObject")
+            involved_ns = involved.get("namespace") if isinstance(involved, dict) else None
             if involved_ns and involved_ns != _meta(new).get("namespace"):
                 raise invalid(rt, name, [f"involvedObject.namespace: Invalid value: {involved_ns!r}: "
                                          "does not match event.namespace"])
@@ -474,6 +486,36 @@ class Store:
                 if causes:
                     raise invalid(rt, name, causes)
         return new
+
+    def _validate_meta(self, rt: ResourceType, name: str, obj: Obj) -> None:
+        """Labels, annotations, finalizers and top-level field types, checked as upstream does."""
+        meta = _meta(obj)
+        causes: list[str] = []
+        for field_name in ("labels", "annotations"):
+            value = meta.get(field_name)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()):
+                causes.append(f"metadata.{field_name}: Invalid value: must be a map of strings to strings")
+                continue
+            for key, val in value.items():
+                if not _qualified_name(key):
+                    causes.append(f"metadata.{field_name}: Invalid value: {key!r}: name part must consist of "
+                                  "alphanumeric characters, '-', '_' or '.', with an optional DNS prefix")
+                if field_name == "labels" and not _LABEL_VALUE_RE.match(val):
+                    causes.append(f"metadata.labels: Invalid value: {val!r}: a valid label must be an empty "
+                                  "string or 63 alphanumeric characters, '-', '_' or '.' at most")
+        finalizers = meta.get("finalizers")
+        if finalizers is not None and (
+                not isinstance(finalizers, list)
+                or not all(isinstance(f, str) and _qualified_name(f) for f in finalizers)):
+            causes.append(f"metadata.finalizers: Invalid value: {finalizers!r}: must be qualified names")
+        for top in ("spec", "status"):
+            if top in obj and obj[top] is not None and not isinstance(obj[top], dict) and not rt.schemas:
+                causes.append(f"{top}: Invalid value: must be an object")
+        if causes:
+            raise invalid(rt, name, causes)
 
     @staticmethod
     def _normalise_node(obj: Obj) -> None:

@@ -88,6 +88,12 @@ def test_malformed_bodies_are_rejected(kube: KubeServer, api: kubernetes.client.
         core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "Bad_Name"}})
     assert exc.value.status == 422 and _status(exc.value)["reason"] == "Invalid"
     core.create_node(node("n1"))
+    for bad in ({"metadata": {"labels": {"bad key!": "x"}}}, {"metadata": {"labels": {"k": "x" * 64}}},
+                {"metadata": {"finalizers": ["not a name"]}}, {"metadata": {"annotations": {"a": 1}}},
+                {"spec": ["not", "an", "object"]}):
+        with pytest.raises(ApiException) as exc:
+            core.patch_node("n1", bad)
+        assert exc.value.status == 422, bad
     with pytest.raises(ApiException) as exc:
         core.patch_node("n1", {"spec": {"podCIDRs": ["10.0.0.1/24"]}})  # host bits set
     assert exc.value.status == 422
