@@ -131,7 +131,12 @@ class RouteReconciler:
             return plan
 
     def sync(self, nodes: Sequence[NodeRoutes]) -> SyncResult:
-        """Full pass: list, plan, apply (deletes first so freed slots are reused); refreshes the cache."""
+        """Full pass: list, plan, apply (deletes first so freed slots are reused); refreshes the cache.
+
+        Per-node and per-route failures land in the result; only a failure to list the tables or read
+        the capacity raises CloudError (nothing was changed then). Holds the reconciler lock throughout:
+        event-driven ensure()/remove() wait for a running sync (single writer).
+        """
         with self._lock:
             before = self.driver.calls.snapshot()
             routes, caps = self._refresh()
