@@ -122,7 +122,7 @@ class Controller:
         self.route_status: dict[str, NetworkState] = {}
         self.findings: dict[str, list[Finding]] = {}
         self.pool_problems: dict[str, list[str]] = {}
-        self.exhausted: dict[str, str] = {}
+        self.exhausted: dict[str, dict[str, str]] = {}  # pool -> {node waiting for a block: why}
         self.gone: dict[str, NodeView] = {}  # deleted nodes whose routes are not confirmed deleted yet
         self.tables: list[Any] = []
         self.warnings: list[Any] = []
@@ -379,6 +379,7 @@ class Controller:
             if held is not None and _canon(held.cidrs) == _canon(view.pod_cidrs):
                 return
             findings = self.allocator.occupy(view.name, view.pod_cidrs)
+        self._not_waiting(view.name)
         self.findings[view.name] = findings
         for f in findings:
             await self._event_node(view, "Warning", EVENT_CIDR_CONFLICT, f.message)
@@ -397,19 +398,21 @@ class Controller:
 
     async def _assign(self, view: NodeView) -> tuple[NodeView, tuple[str, ...]] | None:
         """Allocate a block and write it with a resourceVersion precondition; never overwrite one."""
+        refusal: tuple[str, str] | None = None
         async with self.lock:
             try:
                 alloc = self.allocator.allocate(view.name, view.labels)
             except NoMatchingPoolError as exc:
-                await self._event_node(view, "Normal", EVENT_CIDR_NOT_AVAILABLE, str(exc))
-                return None
+                refusal = ("Normal", str(exc))
             except CIDRExhaustedError as exc:
+                refusal = ("Warning", str(exc))
                 pool = self.allocator.select_pool(view.labels)
                 if pool is not None:
-                    self.exhausted[pool.name] = str(exc)
+                    self.exhausted.setdefault(pool.name, {})[view.name] = str(exc)
                     self._dirty.set()
-                await self._event_node(view, "Warning", EVENT_CIDR_NOT_AVAILABLE, str(exc))
-                return None
+        if refusal is not None:
+            await self._event_node(view, refusal[0], EVENT_CIDR_NOT_AVAILABLE, refusal[1])
+            return None
         rv = view.resource_version
         for _attempt in range(8):
             try:
@@ -436,9 +439,9 @@ class Controller:
                 rv = fresh.resource_version
                 continue
             self.metrics.node_writes.labels("podCIDR").inc()
+            self._not_waiting(view.name)
             self._cidrs_written[view.name] = alloc.cidrs
             self.metrics.allocations.labels(alloc.pool or "-").inc()
-            self.exhausted.pop(alloc.pool, None)
             self._dirty.set()
             new_view = NodeView.from_body(body)
             await self._event_node(new_view, "Normal", EVENT_CIDR_ASSIGNED,
@@ -447,6 +450,10 @@ class Controller:
         async with self.lock:
             self.allocator.release(view.name)
         return None
+
+    def _not_waiting(self, node: str) -> None:
+        for waiting in self.exhausted.values():
+            waiting.pop(node, None)
 
     async def _serve_waiting(self) -> None:
         """Retry nodes without a podCIDR (after a pool change or a release made room), concurrently."""
@@ -481,6 +488,7 @@ class Controller:
             async with self.lock:
                 released = self.allocator.release(name)
             self.gone.pop(name, None)
+            self._not_waiting(name)
             self._cidrs_written.pop(name, None)
             self._node_locks.pop(name, None)
             self.route_status.pop(name, None)
@@ -489,8 +497,6 @@ class Controller:
             if released is not None:
                 released_any = True
                 self.metrics.releases.labels(released.pool or "-").inc()
-                for pool in list(self.exhausted):
-                    self.exhausted.pop(pool, None)
             self._dirty.set()
         if serve and released_any:
             await self._serve_waiting()
@@ -595,7 +601,9 @@ class Controller:
             facts.holder_cidrs = {n: a.cidrs for n in facts.holders
                                   if (a := self.allocator.allocation_of(n)) is not None}
         facts.routes_programmed = sum(1 for n in facts.holders if (s := self.route_status.get(n)) and s.ok)
-        facts.exhausted = self.exhausted.get(view.name)
+        waiting = self.exhausted.get(view.name) or {}
+        if facts.free == 0 and waiting:  # full, and someone waits (room again: they are served at once)
+            facts.exhausted = f"{len(waiting)} node(s) wait for a block: " + next(iter(waiting.values()))
         facts.tables = [{"id": t.table, "used": t.used, "limit": t.limit} for t in self.tables]
         for w in self.warnings:
             if w.kind == "reached":
