@@ -205,6 +205,8 @@ def controller(log_level: str, **flags: Any) -> None:
     """Run the controller: allocate pod CIDRs to Nodes, program cloud routes, report on Nodes and pools."""
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level.upper() != "DEBUG":  # kopf logs every handled Node event at INFO: too chatty for a fleet
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         config = load_config(flags)
     except ValueError as exc:
