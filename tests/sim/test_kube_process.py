@@ -114,9 +114,10 @@ def test_kopf_process_sigkilled_and_restarted(kube: KubeServer, tmp_path: pathli
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: labels("a").get("handled-by"), what="node a handled")
-        # Let kopf finish its own bookkeeping write (last-handled-configuration) before the kill.
-        wait_for(lambda: "kopf.zalando.org/last-handled-configuration" in
-                 (kube.get("v1", "Node", "a")["metadata"].get("annotations") or {}), what="kopf's annotation")
+        # Let kopf finish its bookkeeping before the kill: its second write records, in the
+        # last-handled-configuration annotation, the label its own handler added.
+        wait_for(lambda: "handled-by" in (kube.get("v1", "Node", "a")["metadata"].get("annotations") or {})
+                 .get("kopf.zalando.org/last-handled-configuration", ""), what="kopf's bookkeeping")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
