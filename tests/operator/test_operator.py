@@ -315,3 +315,24 @@ def test_preset_podcidrs_outside_pool_or_shared_are_reported_and_left_alone(make
     wait_for(lambda: all(n["spec"].get("podCIDR") for n in sim.nodes()), 30)
     cidrs = [n["spec"]["podCIDR"] for n in sim.nodes()]
     assert cidrs.count("10.244.200.0/24") == 2 and len(set(cidrs)) == len(cidrs) - 1
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_dual_stack_pool_gives_one_block_per_family_and_routes_both(make_sim: Any, cloud: str) -> None:
+    sim = make_sim(cloud=cloud, nodes=0, route_limit=200)
+    sim.kube.delete(API_VERSION, POOL_KIND, "default")
+    wait_for(lambda: not sim.kube.exists(API_VERSION, POOL_KIND, "default"), 30)
+    sim.create_pool("dual", ["10.244.0.0/16", "fd00:10:244::/56"], nodeMaskSizeIPv6=64)
+    sim.add_nodes(3)
+    assert sim.wait_converged(60), sim.snapshot().to_dict()
+    routes = sim.cloud_routes()
+    seen: set[str] = set()
+    for n in sim.nodes():
+        v4, v6 = n["spec"]["podCIDRs"]
+        assert n["spec"]["podCIDR"] == v4
+        assert ipaddress.ip_network(v4).prefixlen == 24 and ipaddress.ip_network(v6).prefixlen == 64
+        assert ipaddress.ip_network(v6).subnet_of(ipaddress.ip_network("fd00:10:244::/56"))
+        for c in (v4, v6):
+            assert _hop_matches(sim, routes.get(c), _expected_hop(sim, n))
+        seen |= {v4, v6}
+    assert len(seen) == 6
