@@ -64,6 +64,9 @@ class Metrics:
         self.reconcile = Histogram("routectl_reconcile_duration_seconds", "Duration of reconcile passes.",
                                    ["kind"], registry=r,
                                    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.route_ops = Counter("routectl_route_operations", "Route changes by operation and result "
+                                 "(ok, error, refused for the route limit).", ["operation", "result"],
+                                 registry=r)
         self.leader = Gauge("routectl_leader", "1 while this controller holds the leader lease.", registry=r)
         self.node_writes = Counter("routectl_node_writes", "Writes to Node objects by kind.", ["kind"],
                                    registry=r)
@@ -80,6 +83,15 @@ class Metrics:
         self.pool_allocated.labels(pool).set(allocated)
         self.pool_free.labels(pool).set(free)
         self.pool_capacity.labels(pool).set(capacity)
+
+    def count_route_ops(self, result: object) -> None:
+        """Count a route reconciler result's actions: done (ok), failed (error), refused (limit)."""
+        for a in getattr(result, "actions", ()):
+            self.route_ops.labels(a.kind, "ok").inc()
+        for a, _ in getattr(result, "failed", ()):
+            self.route_ops.labels(a.kind, "error").inc()
+        for a in getattr(result, "refused", ()):
+            self.route_ops.labels(a.kind, "refused").inc()
 
     def render(self) -> bytes:
         """Prometheus text exposition of every metric."""

@@ -354,6 +354,7 @@ class Controller:
         """Remember table fill and limit warnings from a route result (a full sync replaces warnings);
         return the warnings not known before."""
         known = {(w.kind, w.table, w.message) for w in self.warnings}
+        self.metrics.count_route_ops(result)
         self.tables = list(result.tables)
         for t in self.tables:
             self.metrics.set_table(t.table, t.used, t.limit)
@@ -479,6 +480,7 @@ class Controller:
             if self.routes is not None:
                 try:
                     result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs))
+                    self.metrics.count_route_ops(result)
                     status = result.nodes.get(name)
                     if status is not None and not status.ok:
                         raise RuntimeError(status.message)

@@ -114,6 +114,7 @@ def test_liveness_readiness_and_metrics(make_sim: Any) -> None:
     assert 'routectl_pool_free_blocks{pool="default"} 253.0' in lines
     assert 'routectl_allocations_total{pool="default"} 3.0' in lines
     assert 'routectl_cloud_calls_total{operation="routes.insert"} 3.0' in lines
+    assert 'routectl_route_operations_total{operation="create",result="ok"} 3.0' in lines
     assert 'routectl_route_table_headroom{table="default"} 247.0' in lines
     assert "routectl_leader 1.0" in lines
     assert {"routectl_routes_desired 3.0", "routectl_routes_actual 3.0"} <= lines
