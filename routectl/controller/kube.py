@@ -166,18 +166,6 @@ class KubeClient:
         """GET one object or list."""
         return await self.request("GET", path)
 
-    async def list_items(self, path: str) -> list[dict[str, Any]]:
-        """GET a list (follows `continue` pages) and return its items."""
-        items: list[dict[str, Any]] = []
-        params: dict[str, str] = {"limit": "500"}
-        while True:
-            page = await self.request("GET", path, params=params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            params = {"limit": "500", "continue": token}
-
 
 # ---------------------------------------------------------------------------------------------- nodes
 async def set_node_pod_cidrs(client: KubeClient, name: str, resource_version: str,

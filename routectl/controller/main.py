@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -100,11 +102,17 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                          on_controller: Callable[[Controller], None] | None = None,
                          health: bool = True) -> int:
     """Run until stopped (returns 0) or until the Lease is lost (returns EXIT_LOST_LEASE)."""
+    stop = stop or asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM/SIGINT before kopf runs (standby, start-up) stop cleanly; kopf installs its own later.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
     import kopf
 
     from routectl.controller.handlers import build_registry, configure_settings
 
-    stop = stop or asyncio.Event()
     holder: list[Controller] = []
 
     def cloud_stats() -> Any:
@@ -211,5 +219,7 @@ def controller(log_level: str, **flags: Any) -> None:
         config = load_config(flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # Terminated while still importing: nothing was done yet, exit cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     code = asyncio.run(run_controller(config))
     sys.exit(code)

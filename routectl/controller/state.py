@@ -5,7 +5,7 @@ unit-testable on plain dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,10 +190,3 @@ def status_differs(current: Mapping[str, Any] | None, new: Mapping[str, Any]) ->
 
     return strip(current) != strip(new)
 
-
-def holders_by_pool(allocations: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
-    """{pool: sorted node names} from (node, pool) pairs."""
-    out: dict[str, list[str]] = {}
-    for node, pool in allocations:
-        out.setdefault(pool, []).append(node)
-    return {p: tuple(sorted(ns)) for p, ns in out.items()}

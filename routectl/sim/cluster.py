@@ -134,7 +134,7 @@ class SimCluster:
         self.gce: Any = None
         self.node_names: list[str] = []
         self._seq = 0
-        self._controllers: list[_ControllerThread] = []
+        self._controllers: list[ControllerThread] = []
 
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> SimCluster:
@@ -222,15 +222,15 @@ class SimCluster:
                        ROUTECTL_GCE_ENDPOINT=cfg.gce_endpoint or "")
         return env
 
-    def start_controller(self, **overrides: Any) -> _ControllerThread:
+    def start_controller(self, **overrides: Any) -> ControllerThread:
         """Run one more controller (it waits for the Lease if another one leads)."""
-        thread = _ControllerThread(self.config(**overrides))
+        thread = ControllerThread(self.config(**overrides))
         thread.start()
         self._controllers.append(thread)
         return thread
 
     @property
-    def controllers(self) -> list[_ControllerThread]:
+    def controllers(self) -> list[ControllerThread]:
         """Controllers started by this cluster (running or not)."""
         return list(self._controllers)
 
@@ -341,7 +341,7 @@ class SimCluster:
         return snap
 
 
-class _ControllerThread:
+class ControllerThread:
     """One in-process controller: `run_controller()` on its own event loop in a daemon thread."""
 
     def __init__(self, config: Config) -> None:

@@ -64,6 +64,18 @@ def invariant_violations(sim: SimCluster) -> list[str]:
     return violations
 
 
+def _lease_holder(sim: SimCluster, identity: str, timeout: float) -> bool:
+    """Wait until `identity` holds the controller Lease (the final controller itself must converge)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sim.kube.exists("coordination.k8s.io/v1", "Lease", "routectl-controller", "default"):
+            lease = sim.kube.get("coordination.k8s.io/v1", "Lease", "routectl-controller", "default")
+            if lease["spec"].get("holderIdentity") == identity:
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def _spawn(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "routectl.cli", "controller", "--log-level", "WARNING"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -104,10 +116,10 @@ def test_sigkill_during_scale_up_keeps_blocks_unique_and_routes_exact(make_sim: 
             proc.wait(timeout=30)
             kills += 1
         scaler.join(timeout=60)
-        final = _spawn(env, log)
+        final = _spawn({**env, "ROUTECTL_IDENTITY": "final"}, log)
         restarts += 1
         try:
-            converged = sim.wait_converged(180)
+            converged = _lease_holder(sim, "final", 60) and sim.wait_converged(180)
             deadline = time.monotonic() + 60  # a resync or two may still be deleting stale routes
             while invariant_violations(sim) and time.monotonic() < deadline:
                 time.sleep(0.5)

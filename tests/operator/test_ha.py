@@ -80,6 +80,9 @@ def test_standby_process_takes_over_within_its_lease_when_the_leader_is_killed(m
         print(json.dumps({"test": "sigkill_takeover", "lease_seconds": 3.0,
                           "takeover_seconds": round(takeover, 2)}))
         assert len({n["spec"]["podCIDR"] for n in sim.nodes()}) == 11
+        second.send_signal(signal.SIGTERM)  # clean stop: exit 0 and the Lease released for a successor
+        assert second.wait(timeout=30) == 0
+        assert _holder(sim) is None
     finally:
         for p in procs:
             if p.poll() is None:
