@@ -32,6 +32,7 @@ MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 POOLS_PATH = f"/apis/{GROUP}/{VERSION}/{POOL_PLURAL}"
 
 
@@ -70,6 +71,7 @@ class Credentials:
     verify: bool
     cert_file: str | None
     key_file: str | None
+    token_file: str | None = None  # in cluster: the projected token the kubelet rotates
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         """TLS settings for aiohttp (False for plain HTTP or when verification is off)."""
@@ -87,14 +89,16 @@ def load_credentials(kubeconfig: str | None) -> Credentials:
     from kubernetes import config as kconfig
 
     cfg = kclient.Configuration()
+    token_file = None
     if kubeconfig is None and "KUBECONFIG" not in os.environ and os.environ.get("KUBERNETES_SERVICE_HOST"):
         kconfig.load_incluster_config(client_configuration=cfg)
+        token_file = SERVICE_ACCOUNT_TOKEN
     else:
         kconfig.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"),
                                  client_configuration=cfg)
     token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
     return Credentials(cfg.host.rstrip("/"), token or None, cfg.ssl_ca_cert, bool(cfg.verify_ssl),
-                       cfg.cert_file, cfg.key_file)
+                       cfg.cert_file, cfg.key_file, token_file)
 
 
 class KubeClient:
@@ -102,9 +106,11 @@ class KubeClient:
 
     def __init__(self, host: str, headers: dict[str, str] | None = None,
                  ssl_context: ssl.SSLContext | bool = False, timeout: float = 30.0,
-                 user_agent: str = COMPONENT) -> None:
+                 user_agent: str = COMPONENT, token_file: str | None = None) -> None:
         self.host = host.rstrip("/")
         self._headers = {"User-Agent": user_agent, **(headers or {})}
+        self._token_file = token_file
+        self._token_read = time.monotonic()
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -114,7 +120,20 @@ class KubeClient:
         """A client for the cluster named by `kubeconfig`, $KUBECONFIG, or the pod's service account."""
         creds = load_credentials(kubeconfig)
         headers = {"Authorization": creds.token} if creds.token else {}
-        return cls(creds.host, headers, creds.ssl_context(), user_agent=user_agent)
+        return cls(creds.host, headers, creds.ssl_context(), user_agent=user_agent,
+                   token_file=creds.token_file)
+
+    def _auth_header(self) -> dict[str, str]:
+        """Re-read a rotated service-account token at most once a minute (the kubelet refreshes it)."""
+        if self._token_file and time.monotonic() - self._token_read > 60:
+            self._token_read = time.monotonic()
+            try:
+                with open(self._token_file, encoding="utf-8") as f:
+                    self._headers["Authorization"] = "Bearer " + f.read().strip()
+            except OSError:
+                pass  # keep the last token; the API will say 401 if it is really gone
+        auth = self._headers.get("Authorization")
+        return {"Authorization": auth} if auth else {}
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""
@@ -134,7 +153,7 @@ class KubeClient:
                       params: dict[str, str] | None = None) -> dict[str, Any]:
         """One API call; raises ApiError for non-2xx after retrying throttling and 5xx a few times."""
         data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers = {"Content-Type": content_type, "Accept": "application/json", **self._auth_header()}
         delay = 0.2
         for attempt in range(5):
             try:

@@ -100,3 +100,16 @@ def test_pool_status_keeps_transition_times_and_detects_changes() -> None:
     assert times["Exhausted"] == "2026-01-03T00:00:00Z" and times["Invalid"] == "2026-01-01T00:00:00Z"
     facts.deleting, facts.holders, facts.holder_cidrs = True, ("n1",), {"n1": ("10.0.0.0/24",)}
     assert pool_status(facts, changed, "t")["nodes"] == [{"name": "n1", "cidrs": ["10.0.0.0/24"]}]
+
+
+def test_in_cluster_token_is_reread_after_rotation(tmp_path) -> None:
+    from routectl.controller.kube import KubeClient
+
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    client = KubeClient("https://k8s.invalid", {"Authorization": "Bearer first"}, token_file=str(token))
+    assert client._auth_header() == {"Authorization": "Bearer first"}
+    token.write_text("second\n")
+    assert client._auth_header() == {"Authorization": "Bearer first"}  # not re-read within a minute
+    client._token_read -= 61
+    assert client._auth_header() == {"Authorization": "Bearer second"}
