@@ -113,3 +113,16 @@ def test_in_cluster_token_is_reread_after_rotation(tmp_path) -> None:
     assert client._auth_header() == {"Authorization": "Bearer first"}  # not re-read within a minute
     client._token_read -= 61
     assert client._auth_header() == {"Authorization": "Bearer second"}
+
+
+def test_cli_refuses_bad_configuration_before_connecting() -> None:
+    from click.testing import CliRunner
+
+    from routectl.cli import main
+
+    result = CliRunner().invoke(main, ["controller", "--provider", "gce", "--resync-seconds", "-1"],
+                                env={"ROUTECTL_GCE_PROJECT": ""})
+    assert result.exit_code == 2
+    assert "gce needs a project" in result.output and "resync period" in result.output
+    help_text = CliRunner().invoke(main, ["controller", "--help"]).output
+    assert "ROUTECTL_RESYNC_SECONDS" in help_text and "--lease-duration" in help_text
