@@ -207,6 +207,7 @@ def _env_help(name: str) -> str:
 @click.option("--renew-deadline", type=float, help=f"Renew deadline, seconds. {_env_help('renew_deadline')}")
 @click.option("--retry-period", type=float, help=f"Lease retry period, seconds. {_env_help('retry_period')}")
 @click.option("--identity", help=f"Leader identity (default: host name + random). {_env_help('identity')}")
+@click.option("--event-namespace", help=f"Namespace of Node/pool Events. {_env_help('event_namespace')}")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def controller(log_level: str, **flags: Any) -> None:
