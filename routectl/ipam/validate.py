@@ -2,7 +2,8 @@
 
 Checks: malformed CIDR, host bits set, node mask out of range or shorter than a CIDR's prefix, more
 than 2**16 blocks per CIDR, overlaps inside a pool and between pools, reserved / non-masquerade ranges
-malformed, routeLimitWarningPercent out of 1..100, a selector that is not a string map.
+malformed, pool or non-masquerade CIDRs too wide to keep NAT-less (`non_masquerade_problem`, the one rule
+the node agent applies too), routeLimitWarningPercent out of 1..100, a selector that is not a string map.
 
 Blame rule for overlaps (documented, deterministic):
 
@@ -29,6 +30,28 @@ from routectl.ipam.netutil import Network, parse_cidr
 
 # Age key of (pool, index in spec.cidrs): smaller is older.
 AgeKey = Callable[[PoolSpec, int], tuple]
+
+# The widest destination the node agent may leave un-masqueraded, in both families. 10.0.0.0/8 (RFC 1918)
+# and fd00::/8 (RFC 4193 unique-local) are the widest ranges legitimately kept NAT-less; anything wider is
+# mostly internet space, and two of them (0.0.0.0/1 + 128.0.0.0/1) or one /0 switch masquerading off for
+# the whole family. The CRD's CEL rule `cidr(self).prefixLength() >= 8` states the same (a test mirrors it).
+MIN_NON_MASQUERADE_PREFIX = 8
+
+
+def non_masquerade_problem(net: Network, what: str) -> str | None:
+    """Why `net` must not be a destination the agent leaves un-masqueraded, or None when it may be.
+
+    One rule shared by validate_pool (pool CIDRs and spec.masquerade.nonMasqueradeCIDRs) and the node
+    agent (which drops such an entry and reports it), so the controller never calls valid what agents refuse.
+    """
+    if net.prefixlen >= MIN_NON_MASQUERADE_PREFIX:
+        return None
+    return (
+        f"{what} {net} is too wide: the node agent never masquerades pod traffic to pool CIDRs and "
+        f"non-masquerade CIDRs, so a /{net.prefixlen} would leave (most of) the internet un-masqueraded; "
+        f"use prefixes of /{MIN_NON_MASQUERADE_PREFIX} or longer (e.g. 10.0.0.0/8, fd00::/8), listing "
+        "the VPC or node ranges themselves"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,10 @@ def _pool_problems(spec: PoolSpec) -> tuple[list[Problem], dict[int, Network]]:
         except InvalidCIDRError as exc:
             out.append(Problem(p, str(exc), i))
             continue
+        wide = non_masquerade_problem(net, what)
+        if wide is not None:
+            out.append(Problem(p, wide, i))
+            continue
         clash = next((j for j, other in good.items() if other.overlaps(net)), None)  # type: ignore[arg-type]
         if clash is not None:
             out.append(
@@ -82,10 +109,13 @@ def _pool_problems(spec: PoolSpec) -> tuple[list[Problem], dict[int, Network]]:
         except InvalidCIDRError as exc:
             out.append(Problem(p, str(exc)))
     for i, raw in enumerate(spec.masquerade.non_masquerade_cidrs):
+        what = f"spec.masquerade.nonMasqueradeCIDRs[{i}]"
         try:
-            parse_cidr(raw, f"spec.masquerade.nonMasqueradeCIDRs[{i}]")
+            wide = non_masquerade_problem(parse_cidr(raw, what), what)
         except InvalidCIDRError as exc:
-            out.append(Problem(p, str(exc)))
+            wide = str(exc)
+        if wide is not None:
+            out.append(Problem(p, wide))
     if not 1 <= spec.route_limit_warning_percent <= 100:
         out.append(
             Problem(

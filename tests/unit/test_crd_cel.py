@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from routectl.ipam.crd import openapi_schema
 from routectl.ipam.model import PoolSpec
-from routectl.ipam.validate import validate_pool
+from routectl.ipam.validate import non_masquerade_problem, validate_pool
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.yaml"))
 SCHEMA = openapi_schema()
@@ -56,6 +56,9 @@ MIRRORS: dict[str, Rule] = {
     "isCIDR(self)": lambda self, old: is_cidr(self),
     "!isCIDR(self) || cidr(self) == cidr(self).masked()": lambda self, old: (
         not is_cidr(self) or no_host_bits(self)
+    ),
+    "!isCIDR(self) || cidr(self).prefixLength() >= 8": lambda self, old: (
+        not is_cidr(self) or ipaddress.ip_network(self, strict=False).prefixlen >= 8
     ),
     "oldSelf.all(c, c in self)": lambda self, old: all(c in self for c in old),
     "self == oldSelf": lambda self, old: self == old,
@@ -207,6 +210,55 @@ def test_update_rules(old: dict[str, Any], new: dict[str, Any], fragment: str | 
         assert errors == []
     else:
         assert any(fragment in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("non_masq", "fragment"),
+    [
+        (["10.0.0.0/16"], None),
+        (["10.0.0.0/8", "fd00::/8"], None),
+        (["0.0.0.0/0"], "must be /8 or longer"),
+        (["10.0.0.0/16", "::/0"], "must be /8 or longer"),
+        (["0.0.0.0/1", "128.0.0.0/1"], "must be /8 or longer"),
+        (["10.0.0.0/7"], "must be /8 or longer"),
+        (["fc00::/7"], "must be /8 or longer"),
+    ],
+)
+def test_too_wide_non_masquerade_cidrs_are_refused_by_cel_and_python(
+    non_masq: list[str], fragment: str | None
+) -> None:
+    obj = pool(cidrs=["10.244.0.0/16"], masquerade={"nonMasqueradeCIDRs": non_masq})
+    errors = create(obj)
+    problems = validate_pool(PoolSpec.from_resource(obj))
+    if fragment is None:
+        assert errors == [] and problems == []
+        return
+    assert any(e.startswith(".spec.masquerade.nonMasqueradeCIDRs[") and fragment in e for e in errors), errors
+    wide = [m for m in problems if "spec.masquerade.nonMasqueradeCIDRs[" in m and "is too wide" in m]
+    assert len(wide) == sum(1 for c in non_masq if ipaddress.ip_network(c).prefixlen < 8), problems
+
+
+def test_too_wide_pool_cidr_is_refused_even_when_its_block_count_fits() -> None:
+    """Pool CIDRs are RETURN rules on every node, so the same width rule applies to them."""
+    obj = pool(cidrs=["fc00::/7"], nodeMaskSizeIPv6=23)  # 2^16 blocks: only the width is wrong
+    errors = create(obj)
+    assert len(errors) == 1 and errors[0].startswith(".spec.cidrs[0]") and "/8 or longer" in errors[0]
+    problems = validate_pool(PoolSpec.from_resource(obj))
+    assert len(problems) == 1 and "spec.cidrs[0] fc00::/7 is too wide" in problems[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(v6=st.booleans(), prefix=st.integers(0, 128))
+def test_cel_and_python_validator_agree_on_non_masquerade_width(v6: bool, prefix: int) -> None:
+    """The CEL rule, validate_pool and the agent's rule (non_masquerade_problem) are one definition."""
+    maxlen = 128 if v6 else 32
+    if prefix > maxlen:
+        return
+    net = ipaddress.ip_network(("fd00::" if v6 else "10.0.0.0", prefix), strict=False)
+    obj = pool(cidrs=["10.244.0.0/16"], masquerade={"nonMasqueradeCIDRs": [str(net)]})
+    cel_ok = create(obj) == []
+    py_ok = validate_pool(PoolSpec.from_resource(obj)) == []
+    assert cel_ok == py_ok == (non_masquerade_problem(net, "x") is None), net
 
 
 def test_other_cidr_lists_are_checked() -> None:
