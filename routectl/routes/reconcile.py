@@ -157,11 +157,16 @@ class RouteReconciler:
             plan = self._plan(nodes, list(self._view), list(self._caps), scoped=True)
             return self._apply(plan, nodes, before)
 
-    def remove(self, node_name: str, pod_cidrs: Sequence[str] = ()) -> SyncResult:
+    def remove(self, node_name: str, pod_cidrs: Sequence[str] = (), *, uid: str | None = None,
+               provider_id: str | None = None) -> SyncResult:
         """Delete the routes of a node that is gone (its block may be released once this reports ok).
 
-        Only owned routes to the node's last known next hop (or blackholes) are deleted: if the block was
-        already routed to another node, that route stays.
+        Only routes provably the gone node's are deleted: owned routes to its last known next hop, or
+        blackholes. When this reconciler never resolved the node (e.g. after a restart) the next hop is
+        unknown: then only blackholes and, on drivers that name routes per node (GCE), routes whose name
+        is exactly the gone node's route name (needs `uid`) go. Anything else is left to `sync()`, which
+        never deletes a route some node wants: the block may meanwhile be routed to another node.
+        `provider_id` completes the node's identity for drivers that derive route names from it.
         """
         with self._lock:
             before = self.driver.calls.snapshot()
@@ -172,8 +177,12 @@ class RouteReconciler:
             keys = set(keys)
             for c in pod_cidrs:
                 keys |= {(t, canonical_cidr(c)) for t in self.driver.list_tables()}
-            victims = [r for r in self._view if r.owned and route_key(r) in keys
-                       and (target is None or r.target == target or r.state != "active")]
+            names = self._route_names(node_name, pod_cidrs, uid, provider_id) if target is None else set()
+            candidates = [r for r in self._view if r.owned and route_key(r) in keys]
+            victims = [r for r in candidates if r.state != "active"
+                       or (target is not None and r.target == target)
+                       or (r.name is not None and r.name in names)]
+            left = len(candidates) - len(victims)
             actions = [RouteAction("delete", r.table, r.destination, r.target, node_name, r) for r in victims]
             done, failed = self._run(actions, {}, set())
             self._update_view(done)
@@ -183,9 +192,23 @@ class RouteReconciler:
             if failed:
                 status = NodeRouteStatus(False, REASON_CLOUD_ERROR, "; ".join(m for _, m in failed))
             else:
-                status = NodeRouteStatus(True, REASON_ROUTE_DELETED, f"{len(done)} route(s) deleted")
+                msg = f"{len(done)} route(s) deleted"
+                if left:
+                    msg += (f"; {left} route(s) to its block(s) not provably this node's "
+                            "(next hop unknown) are left to the next sync")
+                status = NodeRouteStatus(True, REASON_ROUTE_DELETED, msg)
             return SyncResult({node_name: status}, list(self._caps or []), [], done, failed, [],
                               _calls_delta(before, self.driver.calls.snapshot()), 0)
+
+    def _route_names(self, node_name: str, pod_cidrs: Sequence[str], uid: str | None,
+                     provider_id: str | None) -> set[str]:
+        """The names the driver gives this node's routes (drivers with per-node names, and a known uid)."""
+        namer: Callable[[NodeRoutes, str], str] | None = getattr(self.driver, "route_name", None)
+        if namer is None or not uid:
+            return set()
+        cidrs = tuple(canonical_cidr(c) for c in pod_cidrs if _valid(c))
+        node = NodeRoutes(node_name, uid, provider_id, cidrs)
+        return {namer(node, c) for c in cidrs}
 
     def set_cluster_cidrs(self, cluster_cidrs: Sequence[str], warn_percent: int | None = None) -> None:
         """Pools grew or shrank: adopt the new cluster CIDRs (also the driver's ownership pools, AWS)

@@ -59,6 +59,10 @@ class GCEHarness:
     def missing_instance_pid(self) -> str:
         return f"gce://sim-project/{self.zone}/does-not-exist"
 
+    def kill_instance(self, node: NodeRoutes) -> None:
+        """The node's instance is deleted (GCE keeps its routes, still active)."""
+        self.fake.remove_instance(self.zone, node.provider_id.rsplit("/", 1)[1])
+
     def target_of(self, node: NodeRoutes) -> str:
         return f"projects/sim-project/zones/{self.zone}/instances/{node.provider_id.rsplit('/', 1)[1]}"
 
@@ -163,6 +167,10 @@ class AWSHarness:
 
     def missing_instance_pid(self) -> str:
         return "aws:///us-east-1a/i-0123456789abcdef0"
+
+    def kill_instance(self, node: NodeRoutes) -> None:
+        """The node's instance is terminated: routes to its ENI become blackholes (as on EC2)."""
+        self.sim.terminate_node(node.name)
 
     def target_of(self, node: NodeRoutes) -> str:
         iid = node.provider_id.rsplit("/", 1)[1]

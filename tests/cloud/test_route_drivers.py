@@ -100,13 +100,41 @@ def test_foreign_routes_survive_every_operation(cloud: Any) -> None:
     rec.sync(nodes)
     rec.sync([cloud.move_node(nodes[0], "elsewhere"), *nodes[1:]])
     rec.ensure(nodes[:1])
-    rec.sync([])  # every node gone: only our routes may go
-    rec.remove("node-2", ("10.244.2.0/24", "10.244.200.0/24"))
+    # node-2 is gone; its block is named together with the foreign route's CIDR: only its route goes
+    gone = rec.remove("node-2", ("10.244.2.0/24", "10.244.200.0/24"))
+    assert gone.nodes["node-2"].ok, gone.nodes
+    assert {a.destination for a in gone.actions} == {"10.244.2.0/24"}
+    assert cloud.routes_to() == _expect(cloud, [nodes[0], nodes[2]])
+    # node-3 is gone and its block went to node-4; then the controller restarts: the fresh reconciler
+    # has no memory of node-3's next hop and must not delete node-4's route
+    node4 = cloud.add_node("node-4", nodes[2].pod_cidrs)
+    rec.sync([nodes[0], node4])
+    fresh = cloud.reconciler()
+    res = fresh.remove("node-3", nodes[2].pod_cidrs, uid=nodes[2].uid, provider_id=nodes[2].provider_id)
+    assert res.nodes["node-3"].ok and res.actions == [], res
+    assert cloud.routes_to() == _expect(cloud, [nodes[0], node4])
+    fresh.sync([])  # every node gone: only our routes may go
     assert cloud.routes_to() == {}
     after = cloud.foreign_snapshot(foreign)
     assert {k: (v or {}).get("target", (v or {}).get("nextHopInstance")) for k, v in after.items()} == \
         {k: (v or {}).get("target", (v or {}).get("nextHopInstance")) for k, v in before.items()}
     assert all(v is not None for v in after.values())
+
+
+def test_remove_after_restart_deletes_only_provable_routes(cloud: Any) -> None:
+    """Without memory of a gone node's next hop: blackholes and (GCE) its own route name go, nothing else."""
+    a, b = _nodes(cloud, 2)
+    cloud.reconciler().sync([a, b])
+    cloud.kill_instance(a)  # AWS: its routes turn into blackholes; GCE: they stay, named after its uid
+    fresh = cloud.reconciler()
+    res = fresh.remove("node-1", a.pod_cidrs, uid=a.uid, provider_id=a.provider_id)
+    assert res.nodes["node-1"].ok and len(res.actions) == cloud.tables_per_route, res
+    assert cloud.routes_to() == _expect(cloud, [b])
+    # no uid, live instance, unknown next hop: nothing is provably node-2's -> left to sync, reported
+    res = cloud.reconciler().remove("node-2", b.pod_cidrs)
+    assert res.nodes["node-2"].ok and res.actions == []
+    assert "left to the next sync" in res.nodes["node-2"].message
+    assert cloud.routes_to() == _expect(cloud, [b])
 
 
 def test_driver_refuses_to_touch_foreign_route(cloud: Any) -> None:
