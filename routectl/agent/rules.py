@@ -54,11 +54,16 @@ class ChainSpec:
         for net in (*self.pod_cidrs, *(n.cidr for n in self.non_masquerade)):
             if net.version != self.family:
                 raise RulesError(f"{net} is not an IPv{self.family} CIDR")
-        for entry in self.non_masquerade:
-            if entry.cidr.prefixlen == 0:
-                raise RulesError(
-                    f"non-masquerade CIDR {entry.cidr} would disable masquerading for every destination"
-                )
+        if covers_family((n.cidr for n in self.non_masquerade), self.family):
+            wide = [str(n.cidr) for n in self.non_masquerade if n.cidr.prefixlen == 0]
+            what = f"non-masquerade CIDR {wide[0]}" if wide else "the non-masquerade CIDRs together"
+            raise RulesError(f"{what} would disable masquerading for every destination")
+
+
+def covers_family(cidrs: Iterable[IPNetwork], family: int) -> bool:
+    """True when the `family` CIDRs among `cidrs` together cover every address (RETURN for all = open)."""
+    nets = [c for c in cidrs if c.version == family]
+    return any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,11 @@ class InstalledChain:
     def present(self) -> bool:
         """Whether anything of routectl is installed in this table."""
         return self.chain_exists or bool(self.jumps)
+
+    @property
+    def working(self) -> bool:
+        """Whether the installed rules still masquerade something: the chain, a jump and a MASQUERADE rule."""
+        return self.chain_exists and bool(self.jumps) and any("MASQUERADE" in r for r in self.rules)
 
 
 def build_chain_spec(

@@ -18,6 +18,7 @@ from routectl.agent.sysctl import ensure_forwarding
 from routectl.ipam.errors import InvalidCIDRError, PoolSpecError
 from routectl.ipam.model import PoolSpec
 from routectl.ipam.netutil import parse_cidr
+from routectl.ipam.validate import non_masquerade_problem
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,33 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", "?"))
 
 
-def _parse_all(values: Iterable[str], what: str, errors: list[str]) -> list[IPNetwork]:
+def _parse_all(values: Iterable[str], what: str, errors: list[str]) -> list[tuple[IPNetwork, str]]:
+    """Parsed CIDRs with the field path each came from; unparsable ones become errors."""
     nets = []
     for i, value in enumerate(values):
+        where = f"{what}[{i}]"
         try:
-            nets.append(parse_cidr(value, f"{what}[{i}]"))
+            nets.append((parse_cidr(value, where), where))
         except InvalidCIDRError as exc:
             errors.append(str(exc))
     return nets
+
+
+def _not_too_wide(nets: Iterable[tuple[IPNetwork, str]], reason: str, errors: list[str]
+                  ) -> list[tuple[IPNetwork, str]]:
+    """(cidr, reason) pairs for the RETURN rules, without the entries the shared width rule refuses.
+
+    A refused entry is dropped alone (its destinations stay masqueraded) and reported, so one bad entry
+    never costs the node its other rules: the same rule as validate_pool, so the controller agrees.
+    """
+    out = []
+    for net, where in nets:
+        problem = non_masquerade_problem(net, where)
+        if problem is None:
+            out.append((net, reason))
+        else:
+            errors.append(f"{problem} (entry ignored: traffic to it stays masqueraded)")
+    return out
 
 
 def compute_desired(
@@ -71,7 +91,8 @@ def compute_desired(
     """Desired chains for this node: RETURN for every pool CIDR, the node's pool's extra
     non-masquerade CIDRs and link-local (unless that pool sets masqLinkLocal); MASQUERADE from the
     node's pod CIDRs. If no pool contains the node's CIDR, every pool's extras count and link-local
-    stays unmasqueraded. One spec per family the node has a pod CIDR in.
+    stays unmasqueraded. One spec per family the node has a pod CIDR in, always: bad entries are
+    dropped and reported, never the whole family (never no rules, never open rules).
     """
     pod_cidrs, errors = node_pod_cidrs(node)
     specs: list[tuple[str, PoolSpec]] = []
@@ -84,24 +105,34 @@ def compute_desired(
     extras: dict[str, list[tuple[IPNetwork, str]]] = {}
     owners: list[tuple[str, PoolSpec]] = []
     for name, spec in specs:
-        nets = _parse_all(spec.cidrs, f"PodCIDRPool {name}: spec.cidrs", errors)
-        pool_cidrs.extend((net, f"pool {name}") for net in nets)
+        parsed = _parse_all(spec.cidrs, f"PodCIDRPool {name}: spec.cidrs", errors)
+        pool_cidrs.extend(_not_too_wide(parsed, f"pool {name}", errors))
         what = f"PodCIDRPool {name}: spec.masquerade.nonMasqueradeCIDRs"
-        extras[name] = [(net, f"pool {name} nonMasqueradeCIDRs")
-                        for net in _parse_all(spec.masquerade.non_masquerade_cidrs, what, errors)]
+        extras[name] = _not_too_wide(_parse_all(spec.masquerade.non_masquerade_cidrs, what, errors),
+                                     f"pool {name} nonMasqueradeCIDRs", errors)
+        nets = [net for net, _ in parsed]
         if any(p.version == n.version and p.subnet_of(n) for p in pod_cidrs for n in nets):  # type: ignore[arg-type]
             owners.append((name, spec))
     extra = [pair for name, _ in (owners or specs) for pair in extras[name]]
     masq_link_local = bool(owners) and all(spec.masquerade.masq_link_local for _, spec in owners)
     out: dict[int, rules.ChainSpec] = {}
     for family in rules.families_of(pod_cidrs):
-        try:
-            out[family] = rules.build_chain_spec(
-                family, pod_cidrs, [*pool_cidrs, *extra],
-                masq_link_local=masq_link_local, random_fully=random_fully,
-            )
-        except rules.RulesError as exc:
-            errors.append(f"IPv{family} masquerade rules: {exc}")
+        # Each entry is at least a /8, yet many together (several pools) could still cover the family:
+        # then fall back to fewer RETURN rules (more masquerading, never less) instead of no chain.
+        for candidates, dropped in (([*pool_cidrs, *extra], ""),
+                                    (pool_cidrs, "every nonMasqueradeCIDR"),
+                                    ([], "every pool CIDR and nonMasqueradeCIDR")):
+            try:
+                out[family] = rules.build_chain_spec(
+                    family, pod_cidrs, candidates,
+                    masq_link_local=masq_link_local, random_fully=random_fully,
+                )
+            except rules.RulesError as exc:
+                errors.append(f"IPv{family} masquerade rules: {exc}")
+                continue
+            if dropped:
+                errors.append(f"IPv{family} masquerade rules: ignored {dropped} to keep egress masqueraded")
+            break
     return Desired(out, tuple(errors), pod_cidrs)
 
 
@@ -117,7 +148,11 @@ class SyncResult:
 
 @dataclass
 class MasqSyncer:
-    """Applies desired chains; on bad input keeps the last good rules and reports the error once."""
+    """Applies desired chains; on bad input keeps the last good rules and reports the error once.
+
+    With no last good rules (fresh agent, nothing installed, e.g. after a reboot) it installs the chain
+    built without the rejected entries: that masquerades more, never less, and never leaves no rules.
+    """
 
     iptables: Iptables
     report: Callable[[str], None] | None = None
@@ -132,8 +167,8 @@ class MasqSyncer:
         """
         result = SyncResult(errors=desired.errors)
         if desired.errors:
-            specs = self._fallback(desired, result)
-            self._report(desired.errors)
+            specs, fresh = self._fallback(desired, result)
+            self._report(desired.errors, result.kept_last_good, fresh)
         else:
             specs = dict(desired.specs)
             self.last_good = specs
@@ -151,30 +186,43 @@ class MasqSyncer:
                 ensure_forwarding(self.iptables.runner, family)
         return result
 
-    def _fallback(self, desired: Desired, result: SyncResult) -> dict[int, rules.ChainSpec]:
-        if self.last_good is not None:
-            result.kept_last_good = True
-            log.warning("bad masquerade input; keeping the last good rules")
-            return dict(self.last_good)
+    def _fallback(self, desired: Desired, result: SyncResult) -> tuple[dict[int, rules.ChainSpec], bool]:
+        """Per family: the last good rules if known, else working installed rules (left alone), else the
+        desired chain built from the valid inputs only (masquerades more, never less); whether any
+        family got that fresh chain. What is installed here becomes the rules kept (and repaired) next
+        time, so a node that booted with bad input keeps its chain even if someone flushes it later."""
+        known = dict(self.last_good or {})
         specs: dict[int, rules.ChainSpec] = {}
-        for family, spec in desired.specs.items():
-            if self.iptables.installed(family, spec.chain).present:
+        fresh = False
+        for family in sorted(set(known) | set(desired.specs)):
+            if family in known:
+                result.kept_last_good = True
+                log.warning("bad masquerade input; keeping the last good IPv%d rules", family)
+                specs[family] = known[family]
+            elif self.iptables.installed(family, desired.specs[family].chain).working:
                 result.kept_last_good = True
                 log.warning("bad masquerade input; keeping the IPv%d rules already installed", family)
             else:
-                # Nothing installed and nothing known: the valid inputs only, which masquerades more.
-                specs[family] = spec
-        return specs
+                log.warning("bad masquerade input, no IPv%d rules known: installing the chain without the "
+                            "rejected entries", family)
+                specs[family] = desired.specs[family]
+                fresh = True
+        self.last_good = specs
+        return specs, fresh
 
-    def _report(self, errors: tuple[str, ...]) -> None:
+    def _report(self, errors: tuple[str, ...], kept: bool, fresh: bool) -> None:
         message = "; ".join(errors)
         for err in errors:
             log.error("masquerade input rejected: %s", err)
         if message == self._reported:
             return
         self._reported = message
+        action = " and ".join(
+            part for part, on in (("keeping the last good rules", kept),
+                                  ("installed the rules without the rejected entries", fresh)) if on
+        ) or "no rules to install"
         if self.report is not None:
             try:
-                self.report(f"invalid masquerade input, keeping the last good rules: {message}")
+                self.report(f"invalid masquerade input, {action}: {message}")
             except Exception:  # reporting must never stop the rules from being kept
                 log.exception("could not report masquerade error")

@@ -48,15 +48,21 @@ class Scenario:
         return peer_seen(pod.ns, host, PORT, timeout)
 
 
-def build(netns: NetnsFactory, routes: dict[str, str], backend: str = "nft") -> Scenario:
-    """Topology + router routes + the agent's sync in each node namespace + peer servers."""
+def build(netns: NetnsFactory, routes: dict[str, str], backend: str = "nft", pool: dict | None = None,
+          reports: list[str] | None = None) -> Scenario:
+    """Topology + router routes + the agent's sync in each node namespace + peer servers.
+
+    With `pool` (default POOL) the agents run on fresh nodes against that pool; when `reports` is given
+    the pool may be bad: the agents' reports are collected there instead of failing the build.
+    """
     topo = topology.build(netns, NODES)
     topo.set_routes(routes)
     syncers = {}
     for name, node in topo.nodes.items():
-        syncer = MasqSyncer(Iptables(runner=Runner(node.ns.prefix), backend=backend))
-        result = syncer.sync(compute_desired(node_object(name), [POOL]))
-        assert result.errors == () and result.writes == 1, result
+        syncer = MasqSyncer(Iptables(runner=Runner(node.ns.prefix), backend=backend),
+                            report=None if reports is None else reports.append)
+        result = syncer.sync(compute_desired(node_object(name), [pool or POOL]))
+        assert (reports is not None or result.errors == ()) and result.writes == 1, result
         assert node.ns.read_sysctl("net.ipv4.ip_forward") == "1"  # turned on by the agent
         syncers[name] = syncer
     for ns in (topo.nodes["b"].pods[0].ns, topo.nodes["b"].ns, topo.internet, topo.nodes["a"].pods[1].ns):

@@ -31,6 +31,7 @@ def pool(cidrs: list[str], non_masq: list[str], name: str = "pool-a") -> dict:
 GOOD = compute_desired(node("10.244.1.0/24"), [pool(["10.244.0.0/16"], ["10.0.0.0/24"])])
 GOOD2 = compute_desired(node("10.244.1.0/24"), [pool(["10.244.0.0/16"], ["10.0.0.0/24", "10.9.0.0/16"])])
 BAD = compute_desired(node("10.244.1.0/24"), [pool(["10.244.0.0/16"], ["10.0.0.0/24", "10.9.0.300/16"])])
+ZERO = compute_desired(node("10.244.1.0/24"), [pool(["10.244.0.0/16"], ["10.0.0.0/24", "0.0.0.0/0"])])
 
 
 def ipt_in(ns: Netns, backend: str) -> Iptables:
@@ -129,6 +130,50 @@ def test_bad_input_keeps_last_good_rules_and_reports_once(netns: NetnsFactory, b
     assert syncer.sync(GOOD2).writes == 1
     syncer.sync(BAD)
     assert len(reports) == 2
+
+
+def test_zero_non_masquerade_cidr_keeps_last_good_rules(netns: NetnsFactory, backend: str):
+    ns = netns("node")
+    reports: list[str] = []
+    syncer = MasqSyncer(ipt_in(ns, backend), report=reports.append)
+    syncer.sync(GOOD2)
+    want = chain_lines(ns, backend)
+    result = syncer.sync(ZERO)
+    assert result.kept_last_good and result.writes == 0 and result.families == (4,)
+    assert chain_lines(ns, backend) == want
+    assert len(reports) == 1 and "0.0.0.0/0 is too wide" in reports[0]
+    assert "keeping the last good" in reports[0]
+
+
+def test_zero_non_masquerade_cidr_on_a_fresh_node_installs_a_chain_and_repairs_it(
+        netns: NetnsFactory, backend: str):
+    """After a reboot (nothing installed, nothing known) a /0 entry costs only itself, and the chain so
+    installed is kept and repaired by later syncs while the input stays bad."""
+    ns = netns("node")
+    reports: list[str] = []
+    syncer = MasqSyncer(ipt_in(ns, backend), report=reports.append)
+    result = syncer.sync(ZERO)
+    assert result.writes == 1 and result.families == (4,) and not result.kept_last_good
+    want = chain_lines(ns, backend)
+    assert want == [rules.jump_rule(), *rules.chain_rules(ZERO.specs[4])]
+    text = "\n".join(want)
+    assert "-d 10.0.0.0/24" in text and "-s 10.244.1.0/24" in text and "-j MASQUERADE" in text
+    assert "0.0.0.0/0" not in text
+    assert len(reports) == 1 and "installed the rules without the rejected entries" in reports[0]
+    ns.run(f"iptables-{backend}", "-t", "nat", "-F", MASQ_CHAIN)
+    result = syncer.sync(ZERO)
+    assert result.writes == 1 and result.kept_last_good
+    assert chain_lines(ns, backend) == want
+    assert syncer.sync(ZERO).writes == 0 and len(reports) == 1
+
+
+def test_bad_input_over_an_empty_leftover_chain_installs_the_safe_subset(netns: NetnsFactory, backend: str):
+    """An empty routectl chain (no jump, no MASQUERADE) is no rules at all: it is not 'kept'."""
+    ns = netns("node")
+    ns.run(f"iptables-{backend}-restore", "--noflush", stdin=f"*nat\n:{MASQ_CHAIN} - [0:0]\nCOMMIT\n")
+    result = MasqSyncer(ipt_in(ns, backend)).sync(ZERO)
+    assert result.writes == 1 and not result.kept_last_good
+    assert chain_lines(ns, backend) == [rules.jump_rule(), *rules.chain_rules(ZERO.specs[4])]
 
 
 def test_bad_input_at_start_keeps_installed_rules(netns: NetnsFactory, backend: str):

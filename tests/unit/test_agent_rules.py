@@ -92,6 +92,15 @@ def test_zero_prefix_non_masquerade_is_refused():
         rules.build_chain_spec(4, [N("10.1.0.0/24")], [(N("0.0.0.0/0"), "pool a")])
 
 
+def test_non_masquerade_set_covering_the_family_is_refused():
+    halves = [(N("0.0.0.0/1"), "pool a"), (N("128.0.0.0/1"), "pool a")]
+    with pytest.raises(rules.RulesError, match="together would disable masquerading"):
+        rules.build_chain_spec(4, [N("10.1.0.0/24")], halves)
+    # one address short of everything is not open (and the other family does not count)
+    rules.build_chain_spec(4, [N("10.1.0.0/24")], [halves[0], (N("fd00::/8"), "x")])
+    assert rules.covers_family([N("::/1"), N("8000::/1")], 6) and not rules.covers_family([N("::/1")], 6)
+
+
 def test_wrong_family_is_refused():
     with pytest.raises(rules.RulesError, match="not an IPv4"):
         rules.ChainSpec(4, (N("fd00::/64"),), ())

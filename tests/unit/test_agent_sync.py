@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from routectl.agent.sync import compute_desired, node_pod_cidrs
+from routectl.ipam.model import PoolSpec
+from routectl.ipam.validate import validate_pool
 
 N = ipaddress.ip_network
 
@@ -89,10 +91,61 @@ def test_host_bits_and_wrong_shape_are_errors():
     assert any("PodCIDRPool c" in e and "spec.cidrs" in e for e in d.errors)
 
 
-def test_zero_prefix_is_refused_as_open_rules():
-    d = compute_desired(node("10.244.1.0/24"), [pool("a", ["10.244.0.0/16"], ["0.0.0.0/0"])])
-    assert d.errors and "disable masquerading" in d.errors[-1]
-    assert 4 not in d.specs
+def masquerades(desired, family=4):
+    return [str(p) for p in desired.specs[family].pod_cidrs]
+
+
+def test_zero_prefix_entry_is_dropped_alone_and_reported():
+    """A /0 costs only itself: the family still gets a chain with the other entries and MASQUERADE."""
+    d = compute_desired(node("10.244.1.0/24"), [pool("a", ["10.244.0.0/16"], ["10.0.0.0/16", "0.0.0.0/0"])])
+    assert len(d.errors) == 1
+    assert "PodCIDRPool a: spec.masquerade.nonMasqueradeCIDRs[1] 0.0.0.0/0 is too wide" in d.errors[0]
+    assert returns(d) == ["10.0.0.0/16", "10.244.0.0/16", "169.254.0.0/16"]
+    assert masquerades(d) == ["10.244.1.0/24"]
+
+
+def test_zero_prefix_ipv6_entry_leaves_ipv4_alone():
+    d = compute_desired(node("10.244.1.0/24", "fd00:10:244:1::/64"),
+                        [pool("a", ["10.244.0.0/16", "fd00:10:244::/56"], ["10.0.0.0/16", "::/0"])])
+    assert len(d.errors) == 1 and "nonMasqueradeCIDRs[1] ::/0 is too wide" in d.errors[0]
+    assert returns(d, 6) == ["fd00:10:244::/56", "fe80::/10"]
+    assert returns(d) == ["10.0.0.0/16", "10.244.0.0/16", "169.254.0.0/16"]
+
+
+def test_halves_covering_the_family_are_dropped_like_zero():
+    d = compute_desired(node("10.244.1.0/24"),
+                        [pool("a", ["10.244.0.0/16"], ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/16"])])
+    assert len(d.errors) == 2 and all("is too wide" in e for e in d.errors)
+    assert returns(d) == ["10.0.0.0/16", "10.244.0.0/16", "169.254.0.0/16"]
+    assert masquerades(d) == ["10.244.1.0/24"]
+
+
+def test_agent_and_validator_apply_the_same_width_rule():
+    """Every entry the agent drops, validate_pool refuses, and the other way round (one shared function)."""
+    widths = ["0.0.0.0/0", "0.0.0.0/1", "8.0.0.0/7", "10.0.0.0/8", "172.16.0.0/12",
+              "::/0", "fc00::/7", "fd00::/8"]
+    for cidr in widths:
+        obj = pool("a", ["10.244.0.0/16", "fd00:10:244::/56"], [cidr])
+        agent_drops = bool(compute_desired(node("10.244.1.0/24", "fd00:10:244:1::/64"), [obj]).errors)
+        validator_refuses = bool(validate_pool(PoolSpec.from_resource(obj)))
+        assert agent_drops == validator_refuses == (N(cidr).prefixlen < 8), cidr
+
+
+def test_too_wide_pool_cidr_is_not_a_return_rule_but_still_owns_its_nodes():
+    d = compute_desired(node("10.244.1.0/24"), [pool("a", ["0.0.0.0/4", "10.244.0.0/16"], link_local=True)])
+    assert any("spec.cidrs[0] 0.0.0.0/4 is too wide" in e for e in d.errors)
+    assert returns(d) == ["10.244.0.0/16"]  # masqLinkLocal of the owning pool still honoured
+
+
+def test_many_entries_covering_the_family_fall_back_to_pool_cidrs_not_to_no_rules():
+    """256 /8 entries spread over pools (each one valid) would cover IPv4: extras are dropped instead."""
+    eights = [f"{i}.0.0.0/8" for i in range(256)]
+    pools = [pool(f"p{k}", [f"10.{250 + k}.0.0/16"], eights[k * 64:(k + 1) * 64]) for k in range(4)]
+    d = compute_desired(node("172.30.0.0/24"), pools)  # outside every pool: all extras count
+    assert any("together would disable masquerading" in e for e in d.errors)
+    assert any("ignored every nonMasqueradeCIDR" in e for e in d.errors)
+    assert returns(d) == [f"10.{250 + k}.0.0/16" for k in range(4)] + ["169.254.0.0/16"]
+    assert masquerades(d) == ["172.30.0.0/24"]
 
 
 def test_invalid_node_pod_cidr():
