@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.deploy import workload
-from tests.deploy.conftest import CLOUDS, DEPLOY
+from tests.deploy.conftest import CLOUDS, DEPLOY, REPO
 
 AWS_POLICY = DEPLOY / "iam" / "aws-policy.json"
 GCE_ROLE = DEPLOY / "iam" / "gce-role.yaml"
@@ -33,6 +34,7 @@ GCE_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.routes.list": frozenset({"compute.routes.list"}),
     "compute.globalOperations.get": frozenset({"compute.globalOperations.get"}),
     "compute.instances.get": frozenset({"compute.instances.get"}),
+    "compute.instances.list": frozenset({"compute.instances.list"}),
     "compute.projects.get": frozenset({"compute.projects.get"}),
 }
 AWS_SERVICES = ("ec2:", "servicequotas:")
@@ -153,3 +155,19 @@ def test_the_check_catches_a_missing_or_extra_grant() -> None:
         required("gce", ["compute.firewalls.insert"])
     with pytest.raises(AssertionError, match="outside EC2"):
         required("aws", ["sts:GetCallerIdentity"])
+
+
+@pytest.mark.slow
+def test_the_workloads_reach_every_cloud_call_the_drivers_can_make(calls: dict[str, list[str]]) -> None:
+    """Every `_call("<op>", ...)` in routectl/cloud must show up in the fakes' logs, so a new driver call
+    cannot escape the checks above by not being exercised."""
+    ops = set()
+    for path in sorted((REPO / "routectl" / "cloud").glob("*.py")):
+        ops |= set(re.findall(r'_call\(\s*"([^"]+)"', path.read_text(encoding="utf-8")))
+    assert ops, "no driver calls found: has the call-site convention changed?"
+    seen = set(calls["aws"]) | set(calls["gce"])
+    # The fake GCE labels by method; operation wait is served as (and needs) globalOperations.get.
+    label = {"globalOperations.wait": "compute.globalOperations.get"}
+    missing = sorted(op for op in ops
+                     if (op if ":" in op else label.get(op, f"compute.{op}")) not in seen)
+    assert missing == [], f"driver calls no workload exercised (extend workload.py): {missing}"

@@ -160,6 +160,11 @@ def _gce_driver_workload() -> list[str]:
         assert [r.target for r in routes] == [other]
         driver.capacity(routes)
         driver.delete(routes[0])
+        # Many nodes in one zone are resolved with a paged instance list instead of one GET each.
+        bulk = GCERouteDriver(fake.project, fake.network, "wl", endpoint=fake.endpoint,
+                              instance_list_threshold=2)
+        resolved = bulk.resolve_many([node, NodeRoutes("node-b", "uid-b", pid_b, ("10.244.2.0/24",))])
+        assert resolved == {"node-a": target, "node-b": other}, resolved
         return [label for _, label in fake.call_log]
 
 
