@@ -5,7 +5,8 @@ the moto app adds them SERVER-SIDE (every client, in any process, sees them):
 - CreateRoute past the table's quota answers `RouteLimitExceeded` (HTTP 400), as EC2 does; the quota is
   also what service-quotas GetServiceQuota(vpc, L-93826ACB) answers (configurable, default 50);
 - mutating EC2 calls draw from an EC2-like token bucket (burst B, refill r/s): empty -> HTTP 503
-  `RequestLimitExceeded`; an error rate injects 500 `InternalError`;
+  `RequestLimitExceeded`; count-based or random faults (routectl.sim.faults) answer throttled, 500
+  `InternalError`, or apply the change and then answer 500 (the client's retry meets RouteAlreadyExists);
 - blackholes: moto's Route.state is patched (in this process) to be computed like EC2 does it: a route
   whose target ENI is gone or whose instance is terminated is `blackhole`; `blackhole()` forces one.
 Every request is logged under its IAM action name (ec2:CreateRoute, servicequotas:GetServiceQuota, ...).
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import re
 import threading
 import time
@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 import boto3
 
 from routectl.cloud.ratelimit import TokenBucket
+from routectl.sim.faults import ERROR, ERROR_AFTER_APPLY, THROTTLE, FaultPlan
 
 ROUTE_QUOTA_CODE = "L-93826ACB"
 MUTATING_PREFIXES = ("Create", "Delete", "Replace", "Modify", "Associate", "Disassociate", "Run", "Terminate",
@@ -101,11 +102,18 @@ class _Middleware:
                 with sim._lock:
                     sim.throttled += 1
                 return _ec2_error(start_response, 503, "RequestLimitExceeded", "Request limit exceeded.")
-            if sim.error_rate and sim._rng.random() < sim.error_rate:
+            fault = sim.faults.decide(f"ec2 {body.decode('utf-8', 'replace')}", mutating)
+            if fault == THROTTLE:
+                with sim._lock:
+                    sim.throttled += 1
+                return _ec2_error(start_response, 503, "RequestLimitExceeded", "Request limit exceeded.")
+            if fault in (ERROR, ERROR_AFTER_APPLY):
                 with sim._lock:
                     sim.injected_errors += 1
+            if fault == ERROR:
                 return _ec2_error(start_response, 500, "InternalError",
                                   "An internal error has occurred (injected).")
+            app = self._apply_then_fail if fault == ERROR_AFTER_APPLY else self.app
             if action == "CreateRoute":
                 with sim._create_lock:  # count + create atomically, as the real limit is
                     table = params.get("RouteTableId", "")
@@ -114,10 +122,11 @@ class _Middleware:
                         return _ec2_error(start_response, 400, "RouteLimitExceeded",
                                           f"The maximum number of routes ({sim.route_limit}) has been "
                                           f"reached for route table {table}.")
-                    return self.app(environ, start_response)
+                    return app(environ, start_response)
             if action == "ReplaceRoute":
                 dest = params.get("DestinationCidrBlock") or params.get("DestinationIpv6CidrBlock") or ""
                 _forced_blackholes.discard((params.get("RouteTableId", ""), dest))
+            return app(environ, start_response)
         elif service == "servicequotas":
             action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
             sim._log(f"servicequotas:{action}")
@@ -135,6 +144,20 @@ class _Middleware:
         elif service:
             sim._log(f"{service}:{environ.get('HTTP_X_AMZ_TARGET', '').rpartition('.')[2] or '?'}")
         return self.app(environ, start_response)
+
+
+    def _apply_then_fail(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Serve the request (the change is made), drop moto's answer and report an internal error."""
+        result = self.app(environ, lambda *args, **kwargs: (lambda data: None))
+        try:
+            for _ in result:
+                pass
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return _ec2_error(start_response, 500, "InternalError",
+                          "An internal error has occurred (injected after the change was applied).")
 
 
 def _ec2_error(start_response: Callable[..., Any], status: int, code: str, message: str) -> list[bytes]:
@@ -172,6 +195,8 @@ class MotoAWS:
         tag_value: str = "owned",
         port: int = 0,
         seed: int | None = None,
+        throttle_every: int = 0,
+        error_every: int = 0,
     ) -> None:
         self.cluster_id = cluster_id
         self.region = region
@@ -180,11 +205,11 @@ class MotoAWS:
         self.route_limit = route_limit
         self.bucket = TokenBucket(rate, burst or max(1, int(rate))) if rate else None
         self.latency = latency
-        self.error_rate = error_rate
+        self.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, error_rate=error_rate,
+                                seed=seed)
         self.deny_quota = deny_quota
         self.tag_value = tag_value
         self._port = port
-        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._create_lock = threading.Lock()
         self.call_log: list[str] = []
@@ -200,6 +225,15 @@ class MotoAWS:
         self._subnet_ids = itertools.count(1)
         self._session: boto3.Session | None = None
         self._clients: dict[str, Any] = {}
+
+    @property
+    def error_rate(self) -> float:
+        """Random share of EC2 requests answered with an injected 500 (see routectl.sim.faults)."""
+        return self.faults.error_rate
+
+    @error_rate.setter
+    def error_rate(self, value: float) -> None:
+        self.faults.error_rate = value
 
     # ----- lifecycle -----
     def start(self) -> MotoAWS:

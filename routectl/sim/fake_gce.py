@@ -3,7 +3,8 @@
 Tests and `routectl simulate` drive the real google-cloud-compute client against it. It enforces what
 matters for a route controller: route name uniqueness (409 alreadyExists), the project's ROUTES quota
 (403 QUOTA_EXCEEDED), a token-bucket rate limit on mutating calls (429 rateLimitExceeded), operations that
-go PENDING -> DONE after a delay, configurable latency and injected 5xx. Every request is logged under
+go PENDING -> DONE after a delay, configurable latency and injected faults (routectl.sim.faults: 429s,
+5xx, and 5xx after the change was applied), count-based or random. Every request is logged under
 the IAM permission a real call needs (e.g. compute.routes.insert) for least-privilege tests.
 
 Run standalone: `python -m routectl.sim.fake_gce --port 8089 --instance us-central1-a/node-1`.
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from routectl.cloud.ratelimit import TokenBucket
+from routectl.sim.faults import ERROR_AFTER_APPLY, THROTTLE, FaultPlan
 
 BASE = "https://compute.fake/compute/v1"
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -70,12 +72,15 @@ class FakeGCE:
         port: int = 0,
         quota_error_in_operation: bool = False,
         seed: int | None = None,
+        throttle_every: int = 0,
+        error_every: int = 0,
     ) -> None:
         self.project = project
         self.network = network
         self.routes_quota = routes_quota
         self.latency = latency
-        self.error_rate = error_rate
+        self.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, error_rate=error_rate,
+                                seed=seed)
         self.op_delay = op_delay
         self.quota_error_in_operation = quota_error_in_operation
         self.bucket = TokenBucket(rate, burst or max(1, int(rate))) if rate else None
@@ -126,6 +131,15 @@ class FakeGCE:
         """http://127.0.0.1:PORT"""
         assert self._server is not None, "call start() first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def error_rate(self) -> float:
+        """Random share of requests answered with an injected 503 (see routectl.sim.faults)."""
+        return self.faults.error_rate
+
+    @error_rate.setter
+    def error_rate(self, value: float) -> None:
+        self.faults.error_rate = value
 
     # ----- arrangement and inspection -----
     def network_url(self, network: str | None = None) -> str:
@@ -251,13 +265,17 @@ class FakeGCE:
             with self._lock:
                 self.throttled += 1
             raise _HTTPError(429, "rateLimitExceeded", "Rate Limit Exceeded")
-        applied_then_fail = False
-        if self.error_rate and self._rng.random() < self.error_rate:
+        key = f"{method} {path} {sorted(query.items())} {json.dumps(body, sort_keys=True)}"
+        fault = self.faults.decide(key, mutating)
+        if fault == THROTTLE:
+            with self._lock:
+                self.throttled += 1
+            raise _HTTPError(429, "rateLimitExceeded", "Rate Limit Exceeded (injected)")
+        applied_then_fail = fault == ERROR_AFTER_APPLY  # the change happens, the answer is lost
+        if fault is not None and fault != THROTTLE:
             with self._lock:
                 self.injected_errors += 1
-            if mutating and self._rng.random() < 0.5:
-                applied_then_fail = True  # the change happens, the answer is lost: the client retries
-            else:
+            if not applied_then_fail:
                 raise _HTTPError(503, "backendError", "injected backend error")
         if project != self.project:
             raise _HTTPError(404, "notFound", f"The resource 'projects/{project}' was not found")

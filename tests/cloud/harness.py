@@ -17,10 +17,12 @@ from routectl.routes.model import NodeRoutes
 from routectl.routes.reconcile import RouteReconciler
 from routectl.sim.aws import MotoAWS
 from routectl.sim.fake_gce import FakeGCE
+from routectl.sim.faults import FaultPlan
 
 CLUSTER = "c1"
 CLUSTER_CIDRS = ["10.244.0.0/16", "fd00:10:244::/56"]
 FAST = {"rate": 1000.0, "burst": 1000, "concurrency": 8}
+SEED = 1  # the fakes' random choices (operation names, random faults) repeat run after run
 
 
 class GCEHarness:
@@ -33,6 +35,7 @@ class GCEHarness:
 
     def __init__(self, **fake_kw: Any) -> None:
         fake_kw.setdefault("op_delay", 0.005)
+        fake_kw.setdefault("seed", SEED)
         self.fake = FakeGCE("sim-project", "default", **fake_kw).start()
         self._uids = itertools.count(1)
 
@@ -121,14 +124,15 @@ class GCEHarness:
     def prerequisite_ok(self, node: NodeRoutes) -> bool:
         return bool(self.fake.instances[(self.zone, node.provider_id.rsplit("/", 1)[1])]["canIpForward"])
 
-    def faults(self, *, rate: float, burst: int, error_rate: float) -> None:
-        from routectl.cloud.ratelimit import TokenBucket
-
-        self.fake.bucket = TokenBucket(rate, burst)
-        self.fake.error_rate = error_rate
+    def faults(self, *, throttle_every: int = 0, error_every: int = 0) -> None:
+        """Count-based faults (deterministic whatever the CPU load): see routectl.sim.faults."""
+        self.fake.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, seed=SEED)
 
     def fault_counts(self) -> tuple[int, int]:
         return self.fake.throttled, self.fake.injected_errors
+
+    def applied_then_failed(self) -> int:
+        return self.fake.faults.applied_then_failed
 
 
 class AWSHarness:
@@ -140,6 +144,7 @@ class AWSHarness:
 
     def __init__(self, **moto_kw: Any) -> None:
         moto_kw.setdefault("azs", ("us-east-1a", "us-east-1b"))
+        moto_kw.setdefault("seed", SEED)
         self.sim = MotoAWS(CLUSTER, "us-east-1", **moto_kw).start()
         self._uids = itertools.count(1)
 
@@ -237,11 +242,12 @@ class AWSHarness:
         ni = self.sim.client().describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"][0]
         return not ni["SourceDestCheck"]
 
-    def faults(self, *, rate: float, burst: int, error_rate: float) -> None:
-        from routectl.cloud.ratelimit import TokenBucket
-
-        self.sim.bucket = TokenBucket(rate, burst)
-        self.sim.error_rate = error_rate
+    def faults(self, *, throttle_every: int = 0, error_every: int = 0) -> None:
+        """Count-based faults (deterministic whatever the CPU load): see routectl.sim.faults."""
+        self.sim.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, seed=SEED)
 
     def fault_counts(self) -> tuple[int, int]:
         return self.sim.throttled, self.sim.injected_errors
+
+    def applied_then_failed(self) -> int:
+        return self.sim.faults.applied_then_failed
