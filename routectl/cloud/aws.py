@@ -9,11 +9,10 @@ peering routes are never ours. The route limit is the Service Quotas value vpc/L
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -28,8 +27,9 @@ from routectl.cloud.base import (
     NodeProblem,
     RouteLimitError,
 )
+from routectl.cloud.caller import CloudCaller, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
-from routectl.cloud.retry import call_with_retry, classify
+from routectl.cloud.retry import classify
 from routectl.routes.model import (
     CloudRoute,
     NodeRoutes,
@@ -39,7 +39,6 @@ from routectl.routes.model import (
     parse_pools,
 )
 
-T = TypeVar("T")
 PROVIDER_ID_RE = re.compile(r"^aws://[^/]*/(?:([a-z]{2}(?:-[a-z]+)+-\d[a-z]?(?:-[a-z0-9-]+)?)/)?(i-[0-9a-f]{8,17})$")
 ROUTE_QUOTA = ("vpc", "L-93826ACB")
 DEFAULT_ROUTE_LIMIT = 50
@@ -64,7 +63,7 @@ def _code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
-class AWSRouteDriver:
+class AWSRouteDriver(UsesCloudCaller):
     """Routes of one cluster in its AWS route tables (see module docstring)."""
 
     provider = "aws"
@@ -94,13 +93,13 @@ class AWSRouteDriver:
         self.configured_tables = list(route_table_ids)
         self.pools = parse_pools(list(cluster_cidrs))
         self.fix_source_dest_check = fix_source_dest_check
-        self.bucket = TokenBucket(rate, burst)
         self.calls = CallCounter()
+        self.caller = CloudCaller(self.calls, TokenBucket(rate, burst), concurrency,
+                                  (ClientError, BotoCoreError))
         self.quota_ttl = quota_ttl
         self.quota_note = ""
         self._quota: tuple[float, int] | None = None  # (expires, value)
         self._tables: list[str] | None = None
-        self._sem = threading.BoundedSemaphore(concurrency)
         cfg = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency + 4,
                      connect_timeout=10, read_timeout=60)
         if session is None:
@@ -113,25 +112,6 @@ class AWSRouteDriver:
                                      config=cfg)
 
     # ----- plumbing -----
-    def _call(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
-        def attempt() -> T:
-            if mutating:
-                self.bucket.acquire()
-            self.calls.record(op)
-            with self._sem:
-                try:
-                    return fn()
-                except (ClientError, BotoCoreError):
-                    self.calls.error()
-                    raise
-
-        def on_retryable(kind: str, exc: BaseException) -> None:
-            if kind == "throttled":
-                self.calls.throttled()
-                self.bucket.drain()
-
-        return call_with_retry(attempt, on_retryable=on_retryable)
-
     def _owned(self, r: dict[str, Any], dest: str) -> bool:
         if r.get("Origin") == "CreateRouteTable" or r.get("GatewayId") == "local":
             return False

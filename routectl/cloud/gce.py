@@ -11,8 +11,8 @@ import hashlib
 import ipaddress
 import re
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from google.api_core import exceptions as gexc
@@ -27,12 +27,11 @@ from routectl.cloud.base import (
     NodeProblem,
     RouteLimitError,
 )
+from routectl.cloud.caller import CloudCaller, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
-from routectl.cloud.retry import call_with_retry
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import CloudRoute, NodeRoutes, TableCapacity, canonical_cidr
 
-T = TypeVar("T")
 PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\d+-[a-z])/([a-z]([-a-z0-9]*[a-z0-9])?)$")
 INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
 MAX_NAME = 63
@@ -75,7 +74,7 @@ def name_prefix(cluster_name: str) -> str:
     return f"rc-{slug}"
 
 
-class GCERouteDriver:
+class GCERouteDriver(UsesCloudCaller):
     """Routes of one cluster in one GCE project/network (see module docstring)."""
 
     provider = "gce"
@@ -109,15 +108,15 @@ class GCERouteDriver:
         self.tags = list(tags)
         self.prefix = name_prefix(cluster_name)
         self.description = f"{ROUTE_DESCRIPTION_MARKER} cluster={cluster_name}"
-        self.bucket = TokenBucket(rate, burst)
         self.calls = CallCounter()
+        self.caller = CloudCaller(self.calls, TokenBucket(rate, burst), concurrency,
+                                  (gexc.GoogleAPICallError,))
         self.op_timeout = op_timeout
         self.call_timeout = call_timeout
         # From this many nodes in one zone on, read the zone's instances with paged lists (500 per call,
         # needs compute.instances.list) instead of one GET per node; 0 disables. A 403 falls back to GETs.
         self.instance_list_threshold = instance_list_threshold
         self._list_denied = False
-        self._sem = threading.BoundedSemaphore(concurrency)
         self._concurrency = concurrency
         self._local = threading.local()
         self._credentials = credentials
@@ -151,25 +150,6 @@ class GCERouteDriver:
                     c[key] = cls(credentials=self._credentials)
             self._local.clients = c
         return c
-
-    def _call(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
-        def attempt() -> T:
-            if mutating:
-                self.bucket.acquire()
-            self.calls.record(op)
-            with self._sem:
-                try:
-                    return fn()
-                except gexc.GoogleAPICallError:
-                    self.calls.error()
-                    raise
-
-        def on_retryable(kind: str, exc: BaseException) -> None:
-            if kind == "throttled":
-                self.calls.throttled()
-                self.bucket.drain()
-
-        return call_with_retry(attempt, on_retryable=on_retryable)
 
     @property
     def network_path(self) -> str:

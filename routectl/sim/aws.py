@@ -29,7 +29,8 @@ from urllib.parse import parse_qs
 import boto3
 
 from routectl.cloud.ratelimit import TokenBucket
-from routectl.sim.faults import ERROR, ERROR_AFTER_APPLY, THROTTLE, FaultPlan
+from routectl.sim.faults import ERROR, ERROR_AFTER_APPLY, THROTTLE, FaultPlan, InjectsFaults
+from routectl.sim.serving import ServedFake
 
 ROUTE_QUOTA_CODE = "L-93826ACB"
 MUTATING_PREFIXES = ("Create", "Delete", "Replace", "Modify", "Associate", "Disassociate", "Run", "Terminate",
@@ -176,7 +177,7 @@ def _json(start_response: Callable[..., Any], status: int, payload: Any) -> list
     return [data]
 
 
-class MotoAWS:
+class MotoAWS(ServedFake, InjectsFaults):
     """A moto server with a VPC, per-AZ route tables tagged for the cluster, an IGW and node instances."""
 
     def __init__(
@@ -220,20 +221,9 @@ class MotoAWS:
         self.subnets: dict[str, str] = {}
         self.route_tables: dict[str, str] = {}  # az -> route table id
         self.nodes: dict[str, dict[str, str]] = {}  # node name -> instance, eni, az, providerID
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
         self._subnet_ids = itertools.count(1)
         self._session: boto3.Session | None = None
         self._clients: dict[str, Any] = {}
-
-    @property
-    def error_rate(self) -> float:
-        """Random share of EC2 requests answered with an injected 500 (see routectl.sim.faults)."""
-        return self.faults.error_rate
-
-    @error_rate.setter
-    def error_rate(self, value: float) -> None:
-        self.faults.error_rate = value
 
     # ----- lifecycle -----
     def start(self) -> MotoAWS:
@@ -248,33 +238,14 @@ class MotoAWS:
                 pass
 
         app = _Middleware(mw.DomainDispatcherApplication(mw.create_backend_app), self)
-        self._server = make_server("127.0.0.1", self._port, app, threaded=True, request_handler=QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
+        self._serve(make_server("127.0.0.1", self._port, app, threaded=True, request_handler=QuietHandler),
+                    "moto")
         import urllib.request
 
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"))
         self._build()
         self.reset_log()
         return self
-
-    def stop(self) -> None:
-        """Stop the server."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def __enter__(self) -> MotoAWS:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        """http://127.0.0.1:PORT"""
-        assert self._server is not None, "call start() first"
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     def session(self) -> boto3.Session:
         """A boto3 session with the dummy credentials moto accepts (cached: sessions are slow to build)."""

@@ -29,7 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from routectl.cloud.ratelimit import TokenBucket
-from routectl.sim.faults import ERROR_AFTER_APPLY, THROTTLE, FaultPlan
+from routectl.sim.faults import ERROR_AFTER_APPLY, THROTTLE, FaultPlan, InjectsFaults
+from routectl.sim.serving import ServedFake
 
 BASE = "https://compute.fake/compute/v1"
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -55,7 +56,7 @@ def _ip_ok(cidr: str) -> bool:
         return False
 
 
-class FakeGCE:
+class FakeGCE(ServedFake, InjectsFaults):
     """In-memory Compute project served over HTTP on 127.0.0.1 (see module docstring)."""
 
     def __init__(
@@ -96,8 +97,6 @@ class FakeGCE:
         self.permission_log: list[str] = []
         self.throttled = 0
         self.injected_errors = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ----- lifecycle -----
     def start(self) -> FakeGCE:
@@ -107,39 +106,10 @@ class FakeGCE:
         class Handler(_Handler):
             gce = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-gce", daemon=True)
-        self._thread.start()
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        server.daemon_threads = True
+        self._serve(server, "fake-gce")
         return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGCE:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        """http://127.0.0.1:PORT"""
-        assert self._server is not None, "call start() first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def error_rate(self) -> float:
-        """Random share of requests answered with an injected 503 (see routectl.sim.faults)."""
-        return self.faults.error_rate
-
-    @error_rate.setter
-    def error_rate(self, value: float) -> None:
-        self.faults.error_rate = value
 
     # ----- arrangement and inspection -----
     def network_url(self, network: str | None = None) -> str:

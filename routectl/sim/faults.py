@@ -81,3 +81,18 @@ class FaultPlan:
         """Zero the injected-fault counters (the schedule keeps going)."""
         with self._lock:
             self.throttled = self.errors = self.applied_then_failed = 0
+
+
+class InjectsFaults:
+    """Mixin for a fake cloud holding a FaultPlan: `error_rate` stays a plain settable attribute."""
+
+    faults: FaultPlan
+
+    @property
+    def error_rate(self) -> float:
+        """Random share of requests answered with an injected error."""
+        return self.faults.error_rate
+
+    @error_rate.setter
+    def error_rate(self, value: float) -> None:
+        self.faults.error_rate = value

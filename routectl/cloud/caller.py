@@ -1,0 +1,73 @@
+"""How both route drivers call their cloud API: one place for the client-side token bucket (mutating calls
+only), bounded concurrency, call/throttle/error counting and the shared retry policy (routectl.cloud.retry).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from routectl.cloud.base import CallCounter
+from routectl.cloud.ratelimit import TokenBucket
+from routectl.cloud.retry import call_with_retry
+
+T = TypeVar("T")
+
+
+class CloudCaller:
+    """Calls `fn` under the policy: a token per mutating attempt, at most `concurrency` in flight, every
+    attempt counted, SDK errors (`errors`) counted, retryable ones retried; a throttled answer drains the
+    bucket (our idea of the server's budget was too optimistic)."""
+
+    def __init__(self, calls: CallCounter, bucket: TokenBucket, concurrency: int,
+                 errors: tuple[type[BaseException], ...], *, attempts: int = 8, initial: float = 0.05,
+                 maximum: float = 5.0) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.calls = calls
+        self.bucket = bucket
+        self.errors = errors
+        self.attempts = attempts
+        self.initial = initial
+        self.maximum = maximum
+        self._sem = threading.BoundedSemaphore(concurrency)
+
+    def __call__(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
+        """Run `fn` (one cloud call named `op`, e.g. "ec2:CreateRoute") with retries; returns its result."""
+        def attempt() -> T:
+            if mutating:
+                self.bucket.acquire()
+            self.calls.record(op)
+            with self._sem:
+                try:
+                    return fn()
+                except self.errors:
+                    self.calls.error()
+                    raise
+
+        def on_retryable(kind: str, exc: BaseException) -> None:
+            if kind == "throttled":
+                self.calls.throttled()
+                self.bucket.drain()
+
+        return call_with_retry(attempt, attempts=self.attempts, initial=self.initial, maximum=self.maximum,
+                               on_retryable=on_retryable)
+
+
+class UsesCloudCaller:
+    """Mixin for drivers: `bucket` and `_call` delegate to the driver's `caller`."""
+
+    caller: CloudCaller
+
+    @property
+    def bucket(self) -> TokenBucket:
+        """The client-side token bucket for mutating calls (replaceable, e.g. by benchmarks)."""
+        return self.caller.bucket
+
+    @bucket.setter
+    def bucket(self, value: TokenBucket) -> None:
+        self.caller.bucket = value
+
+    def _call(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
+        return self.caller(op, fn, mutating=mutating)
