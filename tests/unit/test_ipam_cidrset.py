@@ -233,3 +233,44 @@ def test_property_release_then_allocate_avoids_live_blocks(held: list[int]) -> N
         held = held[:-1]
     new = s.allocate()
     assert s.index_of(new) not in held
+
+
+@pytest.mark.parametrize(("cidr", "mask"), [("10.0.0.0/8", 24), ("10.0.0.0/24", 31), ("10.0.0.0/24", 32),
+                                            ("fd00::/48", 64), ("fd00::/120", 127), ("fd00::/120", 128)])
+def test_handed_out_blocks_are_exactly_what_the_ipaddress_constructor_builds(cidr: str, mask: int) -> None:
+    """allocate/block skip ipaddress's re-validation (hot path): the objects must still be identical."""
+    s = CidrSet(cidr, mask)
+    for _ in range(3):
+        got = s.allocate()
+        want = ipaddress.ip_network(str(got))
+        fields = {k: v for k, v in vars(got).items() if k != "hosts"}  # /31, /127: a bound method
+        assert type(got) is type(want) and vars(got).keys() == vars(want).keys(), (got, vars(got))
+        assert fields == {k: v for k, v in vars(want).items() if k != "hosts"}
+        assert got == want and hash(got) == hash(want) and str(got) == str(want)
+        assert got.broadcast_address == want.broadcast_address and got.num_addresses == want.num_addresses
+        assert next(iter(got.hosts())) == next(iter(want.hosts())) and got.subnet_of(s.cidr)  # type: ignore[arg-type]
+    assert s.block(0) == ipaddress.ip_network(cidr.split("/")[0] + f"/{mask}")
+
+
+V4_TEXTS = ["10.0.1.0/24", "10.255.255.0/24", "10.0.1.5/24", "11.0.0.0/24", "9.255.255.0/24", "010.0.1.0/24",
+            "10.0.1.0/024", " 10.0.1.0/24", "fd00::/24", "10.0.1.0", "10.0.0.0/16"]
+V6_TEXTS = ["fd00:0:0:1::/64", "FD00:0:0:1::/64", "fd00:0:0:1::1/64", "fd00:0:1::/64", "10.0.1.0/64",
+            "::ffff:10.0.1.0/64"]
+
+
+@pytest.mark.parametrize(("cidr", "mask", "text"), [("10.0.0.0/8", 24, t) for t in V4_TEXTS]
+                         + [("fd00::/48", 64, t) for t in V6_TEXTS])
+def test_fast_index_of_agrees_with_the_general_parser(cidr: str, mask: int, text: str) -> None:
+    """The text fast path of index_of (occupy's hot path) returns what parsing the network would, and
+    anything it does not take goes to the general path for the precise error."""
+    s = CidrSet(cidr, mask)
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError:
+        net = None
+    if net is not None and net.version == s.cidr.version and net.prefixlen == mask and net.subnet_of(s.cidr):
+        offset = int(net.network_address) - int(s.cidr.network_address)
+        assert s.index_of(text) == offset >> (s.cidr.max_prefixlen - mask)
+    else:
+        with pytest.raises(InvalidCIDRError):
+            s.index_of(text)
