@@ -44,11 +44,17 @@ def cleanup(runner: Runner) -> list[str]:
 class NodeSource(Protocol):
     """Where the agent reads its Node and the pools from (KubeSource in production)."""
 
-    def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]: ...
+    def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """This node's Node object and every PodCIDRPool, as plain dicts (fresh reads, not a cache)."""
+        ...
 
-    def start_watches(self, trigger: threading.Event, stop: threading.Event) -> Any: ...
+    def start_watches(self, trigger: threading.Event, stop: threading.Event) -> Any:
+        """Start watching the Node and the pools; set `trigger` on every change until `stop` is set."""
+        ...
 
-    def stop_watches(self) -> None: ...
+    def stop_watches(self) -> None:
+        """Stop the watches started by start_watches (the loop calls it once, on the way out)."""
+        ...
 
 
 @dataclass
