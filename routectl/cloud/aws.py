@@ -4,6 +4,8 @@ Tables are found by tag `kubernetes.io/cluster/<id>` (owned|shared) or configure
 instance's primary ENI (an InstanceId target fails for multi-ENI instances). Ownership: one of our tables
 AND destination inside one of our pools AND an ENI/instance target (or a blackhole): gateway, NAT, TGW and
 peering routes are never ours. The route limit is the Service Quotas value vpc/L-93826ACB (50 if denied).
+IPv4 and IPv6 routes are counted together against that one per-table limit: AWS documents separate
+IPv4/IPv6 counts for some quotas, so one shared count is the conservative reading (never over-commits).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from routectl.routes.model import (
 PROVIDER_ID_RE = re.compile(r"^aws://[^/]*/(?:([a-z]{2}(?:-[a-z]+)+-\d[a-z]?(?:-[a-z0-9-]+)?)/)?(i-[0-9a-f]{8,17})$")
 ROUTE_QUOTA = ("vpc", "L-93826ACB")
 DEFAULT_ROUTE_LIMIT = 50
+QUOTA_DENIED_CODES = ("AccessDenied", "NoSuchResource")  # the only answers that mean "use the default"
 TARGET_KEYS = ("NetworkInterfaceId", "InstanceId", "GatewayId", "NatGatewayId", "TransitGatewayId",
                "VpcPeeringConnectionId", "EgressOnlyInternetGatewayId", "CarrierGatewayId", "LocalGatewayId")
 DESCRIBE_BATCH = 200
@@ -82,6 +85,7 @@ class AWSRouteDriver(UsesCloudCaller):
         concurrency: int = 16,
         session: boto3.Session | None = None,
         quota_ttl: float = 3600.0,
+        quota_retry_ttl: float = 60.0,
     ) -> None:
         if not cluster_id and not route_table_ids:
             raise ValueError("AWS driver needs a cluster_id (tag kubernetes.io/cluster/<id>) "
@@ -97,8 +101,10 @@ class AWSRouteDriver(UsesCloudCaller):
         self.caller = CloudCaller(self.calls, TokenBucket(rate, burst), concurrency,
                                   (ClientError, BotoCoreError))
         self.quota_ttl = quota_ttl
+        self.quota_retry_ttl = quota_retry_ttl
         self.quota_note = ""
         self._quota: tuple[float, int] | None = None  # (expires, value)
+        self._last_quota: int | None = None  # the last value Service Quotas answered
         self._tables: list[str] | None = None
         cfg = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency + 4,
                      connect_timeout=10, read_timeout=60)
@@ -320,7 +326,12 @@ class AWSRouteDriver(UsesCloudCaller):
             raise CloudError(f"deleting route {route.destination} in {route.table}: {_code(e)}: {e}") from e
 
     def route_limit(self) -> int:
-        """Routes per route table from Service Quotas (cached); 50 when the call is denied/unavailable."""
+        """Routes per route table from Service Quotas, cached for `quota_ttl`.
+
+        Denied (AccessDenied / NoSuchResource): the default 50. Any other failure (throttled, 5xx,
+        network, after retries): the last value read, or 50 when none was read yet. A fallback is cached
+        at most `quota_retry_ttl` (60 s), so a brief outage does not pin a wrong limit for an hour.
+        """
         now = time.monotonic()
         if self._quota and self._quota[0] > now:
             return self._quota[1]
@@ -328,11 +339,18 @@ class AWSRouteDriver(UsesCloudCaller):
             resp = self._call("servicequotas:GetServiceQuota", lambda: self.quotas.get_service_quota(
                 ServiceCode=ROUTE_QUOTA[0], QuotaCode=ROUTE_QUOTA[1]))
             value = int(resp["Quota"]["Value"])
-            self.quota_note = ""
         except (ClientError, BotoCoreError) as e:
-            value = DEFAULT_ROUTE_LIMIT
             code = _code(e) if isinstance(e, ClientError) else type(e).__name__
-            self.quota_note = f"GetServiceQuota failed ({code}); assuming the default {DEFAULT_ROUTE_LIMIT}"
+            if code.startswith(QUOTA_DENIED_CODES) or self._last_quota is None:
+                value = DEFAULT_ROUTE_LIMIT
+                self.quota_note = f"GetServiceQuota failed ({code}); assuming the default {value}"
+            else:
+                value = self._last_quota
+                self.quota_note = f"GetServiceQuota failed ({code}); keeping the last value read ({value})"
+            self._quota = (now + min(self.quota_ttl, self.quota_retry_ttl), value)
+            return value
+        self.quota_note = ""
+        self._last_quota = value
         self._quota = (now + self.quota_ttl, value)
         return value
 

@@ -137,6 +137,9 @@ class _Middleware:
                     return _json(start_response, 400, {
                         "__type": "AccessDeniedException",
                         "message": "User is not authorized to perform: servicequotas:GetServiceQuota"})
+                if sim.quota_error:  # e.g. ServiceException: a transient outage (HTTP 503, retryable)
+                    return _json(start_response, 503, {"__type": sim.quota_error,
+                                                       "message": "injected Service Quotas error"})
                 return _json(start_response, 200, {"Quota": {
                     "ServiceCode": "vpc", "ServiceName": "Amazon Virtual Private Cloud (Amazon VPC)",
                     "QuotaCode": ROUTE_QUOTA_CODE, "QuotaName": "Routes per route table",
@@ -172,7 +175,7 @@ def _ec2_error(start_response: Callable[..., Any], status: int, code: str, messa
 
 def _json(start_response: Callable[..., Any], status: int, payload: Any) -> list[bytes]:
     data = json.dumps(payload).encode()
-    start_response(f"{status} {'OK' if status == 200 else 'Bad Request'}",
+    start_response(f"{status} {({200: 'OK', 503: 'Service Unavailable'}).get(status, 'Bad Request')}",
                    [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))])
     return [data]
 
@@ -209,6 +212,7 @@ class MotoAWS(ServedFake, InjectsFaults):
         self.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, error_rate=error_rate,
                                 seed=seed)
         self.deny_quota = deny_quota
+        self.quota_error: str | None = None  # GetServiceQuota answers this error code with HTTP 503
         self.tag_value = tag_value
         self._port = port
         self._lock = threading.Lock()

@@ -99,6 +99,27 @@ def test_quota_denied_falls_back_to_50_and_cloud_refusal_stops_creates(aws: AWSH
     assert any(w.kind == "reached" and "overlay" in w.message for w in res.warnings)
 
 
+def test_quota_outage_keeps_last_value_and_fallback_is_short_lived(aws: AWSHarness) -> None:
+    """Only a denied GetServiceQuota means "assume 50"; an outage keeps the last value read, and a
+    fallback is not pinned for the whole quota TTL."""
+    aws.set_limit(200)
+    drv = aws.driver(quota_ttl=0)  # re-read on every call
+    drv.caller.initial = drv.caller.maximum = 0.001  # fast retries
+    assert drv.route_limit() == 200
+    aws.sim.quota_error = "ServiceException"
+    assert drv.route_limit() == 200 and "keeping the last value read (200)" in drv.quota_note
+    fresh = aws.driver(quota_retry_ttl=0)  # quota_ttl stays 1 h
+    fresh.caller.initial = fresh.caller.maximum = 0.001
+    assert fresh.route_limit() == 50  # nothing read yet: the default, briefly
+    aws.sim.quota_error = None
+    assert fresh.route_limit() == 200 and fresh.quota_note == ""
+    aws.sim.deny_quota = True
+    aws.reset_log()
+    denied = aws.driver()
+    assert denied.route_limit() == 50 and "AccessDenied" in denied.quota_note
+    assert aws.sim.calls("servicequotas:GetServiceQuota") == 1  # denied is not retried
+
+
 def test_iam_actions_logged(aws: AWSHarness) -> None:
     node = aws.add_node("node-1", ("10.244.1.0/24",), prereq_ok=False)
     aws.reconciler().sync([node])
