@@ -1,5 +1,7 @@
 """Crash safety: SIGKILL `routectl controller` (a real subprocess) at random moments during a scale-up.
 
+Most kills land
+while the victim leads (after it took the Lease, then a random delay): a kill during import proves little.
 The controller holds nothing it cannot rebuild: podCIDRs are written conditionally and re-occupied
 before anything is allocated after a restart, and routes are reconciled by an idempotent diff. After
 at least 20 kills and restarts during a 200-node scale-up (with some scale-down churn), one last
@@ -28,6 +30,7 @@ from routectl.cloud.gce import name_prefix
 from routectl.sim.cluster import SimCluster
 
 KILLS = 20
+LEAD_TIMEOUT = 60.0  # how long a victim may take to import and win the Lease (2 cores, busy CI)
 NODES = 200
 DELETIONS = 20
 POOL = ipaddress.ip_network("10.244.0.0/16")
@@ -64,16 +67,53 @@ def invariant_violations(sim: SimCluster) -> list[str]:
     return violations
 
 
-def _lease_holder(sim: SimCluster, identity: str, timeout: float) -> bool:
-    """Wait until `identity` holds the controller Lease (the final controller itself must converge)."""
+def _holder(sim: SimCluster) -> str:
+    """Who holds the controller Lease now ("" when nobody or no Lease yet)."""
+    if not sim.kube.exists("coordination.k8s.io/v1", "Lease", "routectl-controller", "default"):
+        return ""
+    lease = sim.kube.get("coordination.k8s.io/v1", "Lease", "routectl-controller", "default")
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def _lease_holder(sim: SimCluster, identity: str, timeout: float,
+                  proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Wait until `identity` holds the controller Lease (False on timeout or when `proc` died first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if sim.kube.exists("coordination.k8s.io/v1", "Lease", "routectl-controller", "default"):
-            lease = sim.kube.get("coordination.k8s.io/v1", "Lease", "routectl-controller", "default")
-            if lease["spec"].get("holderIdentity") == identity:
-                return True
-        time.sleep(0.2)
+        if _holder(sim) == identity:
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.1)
     return False
+
+
+class LagProbe:
+    """Measures how late the API emulator's loop answers a no-op helper call (the scale-up's `create`
+    waits on the same loop), so a stall shows up as a figure instead of a mystery."""
+
+    def __init__(self, sim: SimCluster) -> None:
+        self.sim = sim
+        self.worst = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            t = time.monotonic()
+            try:
+                self.sim.kube.call(lambda s: None)
+            except Exception:  # the emulator stopped: nothing more to measure
+                return
+            self.worst = max(self.worst, time.monotonic() - t)
+
+    def __enter__(self) -> LagProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _spawn(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
@@ -91,6 +131,7 @@ def test_sigkill_during_scale_up_keeps_blocks_unique_and_routes_exact(make_sim: 
     started = time.monotonic()
     deleted: list[str] = []
     scaling_done = threading.Event()
+    scale_error: list[BaseException] = []
 
     def scale() -> None:  # 200 nodes in batches of 4, one node deleted after every second batch
         try:
@@ -101,40 +142,58 @@ def test_sigkill_during_scale_up_keeps_blocks_unique_and_routes_exact(make_sim: 
                     sim.delete_node(victim)
                     deleted.append(victim)
                 time.sleep(1.4)
+        except BaseException as exc:  # kept for the main thread, which fails the test with it at once
+            scale_error.append(exc)
         finally:
             scaling_done.set()
 
     scaler = threading.Thread(target=scale, name="scale-up", daemon=True)
-    scaler.start()
-    kills = restarts = 0
-    try:
-        while kills < KILLS or not scaling_done.is_set():
-            proc = _spawn(env, log)
-            restarts += 1
-            time.sleep(rng.uniform(0.5, 6.0))  # anywhere: importing, waiting for the lease, mid-work
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            kills += 1
-        scaler.join(timeout=60)
-        final = _spawn({**env, "ROUTECTL_IDENTITY": "final"}, log)
-        restarts += 1
+    kills = restarts = kills_leading = 0
+    with LagProbe(sim) as probe:
+        scaler.start()
         try:
-            converged = _lease_holder(sim, "final", 60) and sim.wait_converged(180)
-            deadline = time.monotonic() + 60  # a resync or two may still be deleting stale routes
-            while invariant_violations(sim) and time.monotonic() < deadline:
-                time.sleep(0.5)
+            while kills < KILLS or not scaling_done.is_set():
+                if scale_error:  # the scale-up died: fail now with its cause, not later with a wrong count
+                    raise AssertionError(f"the scale-up thread failed after {len(sim.node_names)} nodes "
+                                         f"(emulator lag so far {probe.worst:.1f}s): {scale_error[0]!r}"
+                                         ) from scale_error[0]
+                identity = f"victim-{restarts}"
+                proc = _spawn({**env, "ROUTECTL_IDENTITY": identity}, log)
+                restarts += 1
+                if kills % 4 == 3:  # now and then anywhere: importing, standing by, just elected
+                    time.sleep(rng.uniform(0.2, 4.0))
+                else:  # mostly while it leads: after it took the Lease, somewhere in its work
+                    _lease_holder(sim, identity, LEAD_TIMEOUT, proc)
+                    time.sleep(rng.uniform(0.0, 2.5))
+                kills_leading += _holder(sim) == identity
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+            scaler.join(timeout=60)
+            if scale_error:
+                raise AssertionError(f"the scale-up thread failed: {scale_error[0]!r}") from scale_error[0]
+            final = _spawn({**env, "ROUTECTL_IDENTITY": "final"}, log)
+            restarts += 1
+            try:
+                converged = _lease_holder(sim, "final", 120) and sim.wait_converged(240)
+                deadline = time.monotonic() + 60  # a resync or two may still be deleting stale routes
+                while invariant_violations(sim) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            finally:
+                final.send_signal(signal.SIGTERM)
+                final.wait(timeout=30)
         finally:
-            final.send_signal(signal.SIGTERM)
-            final.wait(timeout=30)
-    finally:
-        log.close()
+            log.close()
     violations = invariant_violations(sim)
     elapsed = time.monotonic() - started
     print(json.dumps({"test": "sigkill_scale_up", "kills": kills, "restarts": restarts, "nodes_added": NODES,
+                      "kills_while_leading": kills_leading,
                       "nodes_deleted": len(deleted), "nodes_final": len(sim.nodes()),
+                      "emulator_worst_lag_s": round(probe.worst, 2),
                       "seconds": round(elapsed, 1), "violations": len(violations)}))
     assert converged, (tmp_path / "controller.log").read_text()[-3000:]
     assert kills >= KILLS
+    assert kills_leading >= KILLS // 2, "most kills must land while the victim leads, not while it imports"
     assert violations == []
     assert final.returncode == 0
     assert len(sim.nodes()) == NODES - len(deleted)
