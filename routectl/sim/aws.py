@@ -2,6 +2,8 @@
 
 Moto has no route limit, no throttling and no blackhole routes, so a small WSGI middleware in front of
 the moto app adds them SERVER-SIDE (every client, in any process, sees them):
+- CreateRoute to a destination the table already has answers `RouteAlreadyExists` whatever the target
+  (moto itself overwrites silently when the target is an ENI);
 - CreateRoute past the table's quota answers `RouteLimitExceeded` (HTTP 400), as EC2 does; the quota is
   also what service-quotas GetServiceQuota(vpc, L-93826ACB) answers (configurable, default 50);
 - mutating EC2 calls draw from an EC2-like token bucket (burst B, refill r/s): empty -> HTTP 503
@@ -15,6 +17,7 @@ One MotoAWS per process at a time: start() resets moto's global state.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import re
@@ -123,6 +126,10 @@ class _Middleware:
                         return _ec2_error(start_response, 400, "RouteLimitExceeded",
                                           f"The maximum number of routes ({sim.route_limit}) has been "
                                           f"reached for route table {table}.")
+                    dest = params.get("DestinationCidrBlock") or params.get("DestinationIpv6CidrBlock") or ""
+                    if sim.has_route(table, dest):  # moto silently overwrites when the target is an ENI
+                        return _ec2_error(start_response, 400, "RouteAlreadyExists",
+                                          f"The route identified by {dest} already exists.")
                     return app(environ, start_response)
             if action == "ReplaceRoute":
                 dest = params.get("DestinationCidrBlock") or params.get("DestinationIpv6CidrBlock") or ""
@@ -336,6 +343,19 @@ class MotoAWS(ServedFake, InjectsFaults):
         """Routes in a table (local, IGW, foreign, ours) straight from moto's state; None if unknown."""
         rt = self._backend().route_tables.get(table)
         return None if rt is None else len(rt.routes)
+
+    def has_route(self, table: str, destination: str) -> bool:
+        """Whether the table already has a route to exactly this destination (as EC2 compares them)."""
+        rt = self._backend().route_tables.get(table)
+        try:
+            want = ipaddress.ip_network(destination, strict=False)
+        except ValueError:
+            return False  # moto answers the malformed CIDR itself
+        for r in rt.routes if rt is not None else ():
+            dest = r.destination_cidr_block or r.destination_ipv6_cidr_block
+            if dest and ipaddress.ip_network(dest, strict=False) == want:
+                return True
+        return False
 
     def routes(self, table: str) -> dict[str, dict[str, str | None]]:
         """destination -> {target, state} of a table, straight from moto's state (not logged)."""
