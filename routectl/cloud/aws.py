@@ -281,19 +281,23 @@ class AWSRouteDriver(UsesCloudCaller):
         """CreateRoute to the ENI; RouteAlreadyExists with another target -> ReplaceRoute (if ours)."""
         kw = self._dest_kwargs(destination)
         route = CloudRoute(table, canonical_cidr(destination), target, owned=True, node=node.name)
-        try:
-            self._call("ec2:CreateRoute", lambda: self.ec2.create_route(
-                RouteTableId=table, NetworkInterfaceId=target, **kw), mutating=True)
-            return route
-        except ClientError as e:
-            code = _code(e)
-            if code == "RouteLimitExceeded":
-                raise RouteLimitError(f"route table {table} is full: {e}") from e
-            if code != "RouteAlreadyExists":
-                raise CloudError(f"creating route {destination} in {table}: {code}: {e}") from e
-        existing = self._find(table, destination)
-        if existing is None:  # deleted meanwhile
-            return self.create(table, destination, target, node)
+        for _ in range(2):  # RouteAlreadyExists but not listed (deleted meanwhile): try once more
+            try:
+                self._call("ec2:CreateRoute", lambda: self.ec2.create_route(
+                    RouteTableId=table, NetworkInterfaceId=target, **kw), mutating=True)
+                return route
+            except ClientError as e:
+                code = _code(e)
+                if code == "RouteLimitExceeded":
+                    raise RouteLimitError(f"route table {table} is full: {e}") from e
+                if code != "RouteAlreadyExists":
+                    raise CloudError(f"creating route {destination} in {table}: {code}: {e}") from e
+            existing = self._find(table, destination)
+            if existing is not None:
+                break
+        else:
+            raise CloudError(f"creating route {destination} in {table}: EC2 answers RouteAlreadyExists but "
+                             "does not list the route (twice); giving up until the next sync")
         if existing.target == target and existing.state == "active":
             return route
         if not existing.owned:

@@ -120,6 +120,23 @@ def test_quota_outage_keeps_last_value_and_fallback_is_short_lived(aws: AWSHarne
     assert aws.sim.calls("servicequotas:GetServiceQuota") == 1  # denied is not retried
 
 
+def test_create_gives_up_when_existing_route_is_never_listed(aws: AWSHarness,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """RouteAlreadyExists, yet the route is not listed (an inconsistent answer moto cannot produce, hence
+    the patched lookup): one more CreateRoute, then a clear CloudError, not endless recursion."""
+    from routectl.cloud.base import CloudError
+
+    node = aws.add_node("node-1", ("10.244.1.0/24",))
+    drv = aws.driver()
+    table, target = drv.list_tables()[0], drv.resolve(node)
+    drv.create(table, "10.244.1.0/24", target, node)
+    monkeypatch.setattr(drv, "_find", lambda table, destination: None)
+    aws.reset_log()
+    with pytest.raises(CloudError, match="does not list the route"):
+        drv.create(table, "10.244.1.0/24", target, node)
+    assert aws.create_attempts() == 2
+
+
 def test_iam_actions_logged(aws: AWSHarness) -> None:
     node = aws.add_node("node-1", ("10.244.1.0/24",), prereq_ok=False)
     aws.reconciler().sync([node])
