@@ -1,7 +1,7 @@
 """Retry policy shared by both drivers: throttling, 5xx and timeouts only, exponential backoff with jitter.
 
-Validation errors (bad CIDR, unknown table, 409 conflicts, quota exceeded) are never retried: retrying
-cannot fix them and only burns API quota. A server's Retry-After is honoured when given.
+Validation errors (bad CIDR, unknown table, 409 conflicts, quota exceeded, 501 not implemented) are never
+retried: retrying cannot fix them and only burns API quota. A server's Retry-After is honoured when given.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def classify(exc: BaseException) -> str | None:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in THROTTLE_CODES or status == 429:
             return "throttled"
+        if code == "NotImplemented" or status == 501:
+            return None  # permanent: the operation does not exist there
         if code in SERVER_CODES or (status and status >= 500):
             return "server"
         return None
@@ -52,6 +54,8 @@ def classify(exc: BaseException) -> str | None:
         return "throttled"
     if isinstance(exc, gexc.Forbidden) and _google_reasons(exc) & THROTTLE_CODES:
         return "throttled"
+    if isinstance(exc, gexc.MethodNotImplemented):
+        return None  # 501 is permanent, unlike the other 5xx
     if isinstance(exc, gexc.ServerError):
         return "server"
     if isinstance(exc, gexc.DeadlineExceeded | TimeoutError | ConnectionError):

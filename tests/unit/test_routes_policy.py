@@ -31,6 +31,8 @@ def _boto(code: str, status: int, headers: dict | None = None) -> ClientError:
     (gexc.TooManyRequests("x"), "throttled"),
     (gexc.ServiceUnavailable("x"), "server"),
     (gexc.InternalServerError("x"), "server"),
+    (gexc.MethodNotImplemented("x"), None),
+    (_boto("NotImplemented", 501), None),
     (gexc.Conflict("x"), None),
     (gexc.BadRequest("x"), None),
     (gexc.Forbidden("x", errors=[{"reason": "QUOTA_EXCEEDED"}]), None),
