@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -157,7 +158,11 @@ class GCERouteDriver(UsesCloudCaller):
         return f"projects/{self.project}/global/networks/{self.network}"
 
     def route_name(self, node: NodeRoutes, destination: str) -> str:
-        """`<prefix>-<node uid>` for the node's first IPv4 block, `-v6` for IPv6, `-<i>` for further ones."""
+        """`<prefix>-<node uid>` for the node's first IPv4 block, `-v6` for IPv6, `-<i>` for further ones.
+
+        When that exceeds 63 characters the uid part is replaced by a hash of the uid (as long as fits),
+        so names stay unique; names that fit are unchanged.
+        """
         uid = re.sub(r"[^a-z0-9-]", "", (node.uid or "").lower())
         if not uid:
             uid = hashlib.sha256(node.name.encode()).hexdigest()[:32]
@@ -166,8 +171,11 @@ class GCERouteDriver(UsesCloudCaller):
         canon = [canonical_cidr(c) for c in same]
         idx = canon.index(str(net)) if str(net) in canon else 0
         suffix = ("-v6" if net.version == 6 else "") + (f"-{idx}" if idx else "")
-        name = f"{self.prefix}-{uid}"[: MAX_NAME - len(suffix)].rstrip("-") + suffix
-        return name
+        base = f"{self.prefix}-{uid}".rstrip("-")
+        if len(base) + len(suffix) > MAX_NAME:  # never cut the uid (names would collide): hash it to fit
+            room = MAX_NAME - len(suffix) - len(self.prefix) - 1
+            base = f"{self.prefix}-{hashlib.sha256(uid.encode()).hexdigest()[:room]}"
+        return base + suffix
 
     def _owned(self, r: Any) -> bool:
         net = r.network or ""
@@ -187,8 +195,6 @@ class GCERouteDriver(UsesCloudCaller):
         from google.cloud import compute_v1
 
         op = operation
-        import time
-
         deadline = time.monotonic() + self.op_timeout
         while op.status != compute_v1.Operation.Status.DONE:
             if time.monotonic() > deadline:

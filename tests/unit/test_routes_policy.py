@@ -153,6 +153,21 @@ def test_gce_provider_id_and_names() -> None:
     assert gcemod.instance_path(url) == "projects/p/zones/z/instances/i"
 
 
+def test_gce_names_stay_unique_with_longest_prefix_and_suffix() -> None:
+    """A max-length cluster prefix plus `-v6-1`: the uid part is hashed, not cut, so uids that differ
+    only in their last characters still get different names; names that fit are unchanged."""
+    drv = gcemod.GCERouteDriver("p", "default", "x" * 40, endpoint="http://x:1")
+    assert len(drv.prefix) == 22  # the longest prefix name_prefix() makes
+    cidrs = ("10.0.0.0/24", "fd00::/64", "fd00:0:0:1::/64", "10.1.0.0/24")
+    uids = ("5c9b8f8e-7d6c-4b5a-9f8e-7d6c5b4a3f2e", "5c9b8f8e-7d6c-4b5a-9f8e-7d6c5b4a3f2f")
+    names = [drv.route_name(NodeRoutes("n", u, None, cidrs), c) for u in uids for c in cidrs]
+    assert len(set(names)) == len(names) == 8
+    for n in names:
+        assert len(n) <= 63 and gcemod.re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", n), n
+    assert names[0] == f"{drv.prefix}-{uids[0]}" and names[1] == f"{drv.prefix}-{uids[0]}-v6"
+    assert names[2].endswith("-v6-1") and uids[0] not in names[2]
+
+
 def test_aws_provider_id() -> None:
     got = awsmod.parse_provider_id("aws:///us-east-1a/i-0123456789abcdef0")
     assert got == ("us-east-1a", "i-0123456789abcdef0")
