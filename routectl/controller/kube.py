@@ -114,6 +114,17 @@ class KubeClient:
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._fenced_except: str | None = None  # set once leadership is lost: only this path may be written
+
+    def fence(self, allowed_prefix: str) -> None:
+        """Refuse every later write except under `allowed_prefix` (the Lease): leadership is lost, so
+        this replica must not write Nodes, pools or Events any more, even from a handler still running."""
+        self._fenced_except = allowed_prefix
+
+    @property
+    def fenced(self) -> bool:
+        """Whether :meth:`fence` was called."""
+        return self._fenced_except is not None
 
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, user_agent: str = COMPONENT) -> KubeClient:
@@ -156,6 +167,9 @@ class KubeClient:
         headers = {"Content-Type": content_type, "Accept": "application/json", **self._auth_header()}
         delay = 0.2
         for attempt in range(5):
+            if method != "GET" and self._fenced_except is not None and \
+                    not path.startswith(self._fenced_except):
+                raise ApiError(0, "Fenced", f"{method} {path}: not the leader any more, write refused")
             try:
                 async with self._sess().request(method, self.host + path, data=data, headers=headers,
                                                 params=params) as resp:

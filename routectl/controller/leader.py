@@ -153,12 +153,21 @@ class LeaderElector:
             await asyncio.sleep(self.retry_period)
 
     async def hold(self) -> None:
-        """Renew every retry period; return (leadership lost) when the renew deadline passes unrenewed."""
+        """Renew every retry period; return (leadership lost) when the renew deadline passes unrenewed.
+
+        Each renew attempt is cut off at the renew deadline (the API client's own timeout and retries are
+        far longer than a lease): a hung renew must not keep this replica acting after a standby may
+        have taken over."""
         while True:
             await asyncio.sleep(self.retry_period)
-            result = await self.try_acquire_or_renew()
+            remaining = self.renew_deadline - (time.monotonic() - self._last_renew)
+            try:
+                result = await asyncio.wait_for(self.try_acquire_or_renew(), timeout=max(0.0, remaining))
+            except TimeoutError:
+                log.warning("leader election: renewing the lease did not finish within the renew deadline")
+                result = FAILED
             now = time.monotonic()
-            if result == ACQUIRED:
+            if result == ACQUIRED and now - self._last_renew < self.renew_deadline:
                 self._last_renew = now
             elif result == HELD_BY_OTHER or now - self._last_renew >= self.renew_deadline:
                 self._set_leader(False)

@@ -128,10 +128,16 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
     holder.append(controller)
     if on_controller is not None:
         on_controller(controller)
+
+    def on_change(lead: bool) -> None:
+        metrics.leader.set(1 if lead else 0)
+        if not lead:  # fenced at once: no handler still running may write a podCIDR or touch the cloud
+            controller.fence()
+            client.fence(elector.path)
+
     elector = LeaderElector(client, config.lease_namespace, config.lease_name, config.identity,
                             lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
-                            retry_period=config.retry_period,
-                            on_change=lambda lead: metrics.leader.set(1 if lead else 0))
+                            retry_period=config.retry_period, on_change=on_change)
     server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
                           config.health_host, config.health_port)
     if health:

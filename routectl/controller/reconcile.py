@@ -137,6 +137,7 @@ class Controller:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._cidrs_written: dict[str, tuple[str, ...]] = {}  # podCIDRs we wrote (the watch may lag)
         self.resyncs = 0
+        self.fenced = False  # set when leadership is lost: no podCIDR write, no cloud mutation after it
         self.handled = 0  # node events handled (tests and the simulator wait on it)
         self.health_port: int | None = None
 
@@ -271,6 +272,12 @@ class Controller:
         return tuple(n for n in nodes if not n.startswith(STALE_PREFIX))
 
     # ------------------------------------------------------------------------------------- nodes
+    def fence(self) -> None:
+        """Leadership is lost: from now on refuse every podCIDR write and cloud route change."""
+        if not self.fenced:
+            log.warning("fenced: leadership lost, no more podCIDR writes or cloud route changes")
+        self.fenced = True
+
     async def node_event(self, body: Mapping[str, Any], event_type: str | None,
                          node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
         """One Node watch event: allocate and route it, or clean up after it when it is gone."""
@@ -333,6 +340,12 @@ class Controller:
             if not batch:
                 continue
             started = time.monotonic()
+            if self.fenced:
+                for _, futures in batch.values():
+                    for f in futures:
+                        if not f.done():
+                            f.set_result(NodeRouteStatus(False, "Fenced", "not the leader any more"))
+                continue
             try:
                 result = await asyncio.to_thread(self.routes.ensure, [n for n, _ in batch.values()])
             except Exception as exc:
@@ -416,6 +429,10 @@ class Controller:
             return None
         rv = view.resource_version
         for _attempt in range(8):
+            if self.fenced:  # lost the Lease while allocating: another replica may hand this block out
+                async with self.lock:
+                    self.allocator.release(view.name)
+                return None
             try:
                 body = await kube.set_node_pod_cidrs(self.client, view.name, rv, alloc.cidrs)
             except ApiError as exc:
@@ -477,6 +494,8 @@ class Controller:
             if name in live:
                 self.gone.pop(name, None)
                 continue
+            if self.fenced:
+                return
             if self.routes is not None:
                 try:
                     result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs))
@@ -517,6 +536,8 @@ class Controller:
             return
         nodes = [NodeRoutes(v.name, v.uid, v.provider_id, _canon(v.pod_cidrs))
                  for v in live.values() if v.pod_cidrs and self._cidr_problem(v.name) is None]
+        if self.fenced:
+            return
         try:
             result = await asyncio.to_thread(self.routes.sync, nodes)
         except Exception as exc:

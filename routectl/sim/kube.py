@@ -189,7 +189,8 @@ def _verb(method: str, route: _Route | None, params: Any) -> str:
 
 @dataclass
 class Fault:
-    """An injected failure: matching requests are answered ``code`` (``times`` times, or always if None)."""
+    """An injected failure: matching requests are answered ``code`` (``times`` times, or always if None),
+    after ``delay`` seconds (a hung API call); ``user_agent`` limits it to clients whose agent contains it."""
 
     verb: str | None = None
     resource: str | None = None
@@ -202,10 +203,13 @@ class Fault:
     times: int | None = 1
     retry_after: int | None = None
     hits: int = 0
+    user_agent: str | None = None
+    delay: float = 0.0
 
-    def matches(self, verb: str, route: _Route) -> bool:
-        """Whether a request with this verb and route is targeted by the fault."""
+    def matches(self, verb: str, route: _Route, user_agent: str = "") -> bool:
+        """Whether a request with this verb, route (and User-Agent) is targeted by the fault."""
         return ((self.verb is None or self.verb == verb)
+                and (self.user_agent is None or self.user_agent.lower() in user_agent.lower())
                 and (self.resource is None or self.resource == route.plural)
                 and (self.subresource == "*" or self.subresource == route.subresource)
                 and (self.name is None or self.name == route.name)
@@ -264,7 +268,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self.log.add(record)
         try:
             if route is not None and route.plural is not None:
-                self._check_faults(verb, route)
+                fault = self._check_faults(verb, route, record.user_agent)
+                if fault is not None:
+                    if fault.delay > 0:
+                        await asyncio.sleep(fault.delay)
+                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                    raise ApiError(fault.code, fault.reason, fault.message, headers=headers)
             response = await self._dispatch(request, path, route)
             status = response.status
             return response
@@ -279,13 +288,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
         finally:
             record.status = status
 
-    def _check_faults(self, verb: str, route: _Route) -> None:
+    def _check_faults(self, verb: str, route: _Route, user_agent: str = "") -> Fault | None:
         with self.faults_lock:
             for fault in self.faults:
-                if fault.matches(verb, route) and (fault.times is None or fault.hits < fault.times):
+                live = fault.times is None or fault.hits < fault.times
+                if live and fault.matches(verb, route, user_agent):
                     fault.hits += 1
-                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                    raise ApiError(fault.code, fault.reason, fault.message, headers=headers)
+                    return fault
+        return None
 
     # ------------------------------------------------------------------------------------ routing
     async def _dispatch(self, request: rendering.Request, path: str,
@@ -798,14 +808,17 @@ class KubeServer:
     def inject_fault(self, verb: str | None = None, resource: str | None = None, *, code: int = 500,
                      times: int | None = 1, subresource: str | None = "*", name: str | None = None,
                      namespace: str | None = None, reason: str | None = None, message: str = "injected fault",
-                     retry_after: int | None = None) -> Fault:
+                     retry_after: int | None = None, user_agent: str | None = None,
+                     delay: float = 0.0) -> Fault:
         """Answer matching HTTP requests with an error Status (e.g. 500, 429 + Retry-After, 409) ``times``
-        times; the returned :class:`Fault` counts its ``hits``. Nothing is changed in the store."""
+        times, after ``delay`` seconds (a hung call), only for clients whose User-Agent contains
+        ``user_agent`` when given; the returned :class:`Fault` counts its ``hits``. Nothing is changed
+        in the store."""
         default_reason = {409: "Conflict", 429: "TooManyRequests", 503: "ServiceUnavailable",
                           500: "InternalError", 404: "NotFound", 403: "Forbidden"}.get(code, "InternalError")
         fault = Fault(verb=verb, resource=resource, subresource=subresource, name=name, namespace=namespace,
                       code=code, reason=reason or default_reason, message=message, times=times,
-                      retry_after=retry_after)
+                      retry_after=retry_after, user_agent=user_agent, delay=delay)
         with self.emulator.faults_lock:
             self.emulator.faults.append(fault)
         return fault

@@ -125,3 +125,25 @@ def test_liveness_readiness_and_metrics(make_sim: Any) -> None:
     assert any(x.startswith("routectl_cloud_throttled_calls_total") for x in lines)
     standby_metrics = set(_get(f"http://127.0.0.1:{sport}/metrics")[1].splitlines())
     assert "routectl_leader 0.0" in standby_metrics or "routectl_leader 0" in standby_metrics
+
+
+def test_a_leader_whose_renew_hangs_stops_writing_before_the_standby_takes_over(make_sim: Any) -> None:
+    """The API client's own timeout (30 s, retried) is far longer than the Lease: a renew must be cut off
+    at the renew deadline and the old leader fenced, or two allocators write Nodes at once."""
+    sim = make_sim(cloud="gce", nodes=3, run_controller=False, lease_duration=3.0)
+    old = sim.start_controller(identity="hung-a")
+    assert sim.wait_converged(60)
+    standby = sim.start_controller(identity="fresh-b")
+    wait_for(lambda: standby.controller is not None, 30)
+    assert _holder(sim) == "hung-a"
+    # every Lease call of the old leader hangs 60 s and then fails; the standby's calls are untouched
+    fault = sim.kube.inject_fault(resource="leases", user_agent="(hung-a)", code=503, times=None, delay=60.0)
+    wait_for(lambda: _holder(sim) == "fresh-b", 30)
+    mark = sim.kube.requests.mark()
+    sim.add_nodes(6)
+    assert sim.wait_converged(60)
+    assert fault.hits >= 1
+    assert _node_writers(sim, since=mark) == {"fresh-b"}
+    wait_for(lambda: not old.alive, 30)
+    assert old.controller.fenced and old.exit_code != 0
+    assert len({n["spec"]["podCIDR"] for n in sim.nodes()}) == 9
