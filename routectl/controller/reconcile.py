@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from routectl.cloud.base import REASON_ROUTE_LIMIT
 from routectl.constants import (
     EVENT_CIDR_ASSIGNED,
     EVENT_CIDR_CONFLICT,
@@ -137,6 +138,8 @@ class Controller:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._cidrs_written: dict[str, tuple[str, ...]] = {}  # podCIDRs we wrote (the watch may lag)
         self.resyncs = 0
+        self._room_pending = False  # routes were freed while nodes wait for room: resync soon
+        self._room_task: asyncio.Task[None] | None = None
         self.fenced = False  # set when leadership is lost: no podCIDR write, no cloud mutation after it
         self.handled = 0  # node events handled (tests and the simulator wait on it)
         self.health_port: int | None = None
@@ -498,8 +501,9 @@ class Controller:
                 return
             if self.routes is not None:
                 try:
-                    result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs))
-                    self.metrics.count_route_ops(result)
+                    result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs),
+                                                     uid=view.uid or None, provider_id=view.provider_id)
+                    await self._post_limit_events(self._take_capacity(result, full=False))
                     status = result.nodes.get(name)
                     if status is not None and not status.ok:
                         raise RuntimeError(status.message)
@@ -521,6 +525,25 @@ class Controller:
             self._dirty.set()
         if serve and released_any:
             await self._serve_waiting()
+            if any(s.message.startswith(REASON_ROUTE_LIMIT) for s in self.route_status.values() if not s.ok):
+                self._want_room_resync()
+
+    def _want_room_resync(self) -> None:
+        """Routes were deleted while nodes wait for route-table room: a resync (one list per table) gives
+        them the room now, not at the next periodic resync. A burst of deletions asks for one resync."""
+        self._room_pending = True
+        if self._room_task is None or self._room_task.done():
+            self._room_task = asyncio.create_task(self._room_resync(), name="routectl-room-resync")
+            self._tasks = [t for t in self._tasks if not t.done()] + [self._room_task]
+
+    async def _room_resync(self) -> None:
+        while self._room_pending:
+            await asyncio.sleep(0.5)  # let the rest of a mass deletion land first
+            self._room_pending = False
+            try:
+                await self.resync()
+            except Exception:
+                log.exception("resync after freeing route-table room failed")
 
     # ------------------------------------------------------------------------------------ routes
     async def resync(self, initial: bool = False) -> None:

@@ -114,6 +114,37 @@ def test_route_limit_reached_reported_on_pool_and_refused_nodes(make_sim: Any, c
     assert len(routes) == 50
 
 
+def test_deleting_routed_nodes_gives_refused_nodes_the_room_before_any_resync(make_sim: Any) -> None:
+    """Freed route-table room is used at once (one resync for the whole deletion burst), not after the
+    periodic resync (300 s here), and the pool stops saying the table is full."""
+    sim = make_sim(cloud="aws", nodes=55, route_limit=50, resync_seconds=300)
+    assert sim.wait_converged(90), sim.snapshot().to_dict()
+
+    def refused() -> list[str]:
+        return sorted(n["metadata"]["name"] for n in sim.nodes()
+                      if condition(n, CONDITION_NETWORK_UNAVAILABLE)["status"] == "True")
+
+    waiting = refused()
+    assert len(waiting) == 7  # 48 fit next to the local and the IGW route
+    assert [(t["used"], t["limit"]) for t in _pool(sim)["status"]["routeTables"]] == [(50, 50)]
+    routed = [n for n in sim.node_names if n not in waiting][:8]
+    resyncs = sim.controllers[0].controller.resyncs
+    for name in routed:
+        sim.delete_node(name)
+    wait_for(lambda: refused() == [], 30)
+    routes = sim.cloud_routes()
+    for n in sim.nodes():
+        assert _hop_matches(sim, routes.get(n["spec"]["podCIDR"]), _expected_hop(sim, n))
+
+    def table_room() -> bool:
+        status = _pool(sim)["status"]
+        return [(t["used"], t["limit"]) for t in status["routeTables"]] == [(49, 50)] and \
+            condition(_pool(sim), POOL_ROUTE_LIMIT_REACHED).get("status") != "True"
+    wait_for(table_room, 30)
+    assert _pool(sim)["status"]["routesProgrammed"] == 47
+    assert sim.controllers[0].controller.resyncs - resyncs <= 2  # a burst of deletions, not one per node
+
+
 def _foreign_routes(sim: SimCluster) -> list[str]:
     """Add routes someone else owns, inside and outside the cluster CIDR; return their destinations."""
     dests = ["10.244.250.0/24", "192.168.50.0/24"]
