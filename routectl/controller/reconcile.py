@@ -457,6 +457,15 @@ class Controller:
                 if fresh.pod_cidrs:  # set meanwhile by someone else: theirs is the truth
                     await self._occupy(fresh)
                     return fresh, fresh.pod_cidrs
+                if exc.status == 422 and fresh.resource_version == rv:
+                    # not a lost race (the node is unchanged): the API refused the value itself
+                    async with self.lock:
+                        self.allocator.release(view.name)
+                    log.warning("the API refused podCIDR %s for node %s: %s", alloc.cidrs, view.name, exc)
+                    await self._event_node(view, "Warning", EVENT_CIDR_NOT_AVAILABLE,
+                                           f"the API refused podCIDR {', '.join(alloc.cidrs)}: {exc.message}")
+                    self._dirty.set()
+                    return None
                 rv = fresh.resource_version
                 continue
             self.metrics.node_writes.labels("podCIDR").inc()

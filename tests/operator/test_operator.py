@@ -17,6 +17,7 @@ from routectl.constants import (
     API_VERSION,
     CONDITION_NETWORK_UNAVAILABLE,
     EVENT_CIDR_ASSIGNED,
+    EVENT_CIDR_NOT_AVAILABLE,
     EVENT_FAILED_TO_CREATE_ROUTE,
     EVENT_ROUTE_LIMIT_REACHED,
     POOL_KIND,
@@ -367,3 +368,39 @@ def test_dual_stack_pool_gives_one_block_per_family_and_routes_both(make_sim: An
             assert _hop_matches(sim, routes.get(c), _expected_hop(sim, n))
         seen |= {v4, v6}
     assert len(seen) == 6
+
+
+def _podcidr_patches(sim: SimCluster, name: str) -> int:
+    return sim.kube.requests.count(verb="patch", resource="nodes", subresource=None, name=name)
+
+
+def test_podcidr_refused_by_validation_is_reported_once_not_retried(make_sim: Any) -> None:
+    """A 422 with the node unchanged is the API refusing the value, not a lost race: release the block,
+    say why in a Warning Event, stop (no eight blind retries, no block held by a node without it)."""
+    sim = make_sim(cloud="gce", nodes=1)
+    assert sim.wait_converged(60)
+    sim.kube.inject_fault(verb="patch", resource="nodes", subresource=None, name="node-0002", code=422,
+                          reason="Invalid", message="spec.podCIDRs: Invalid value: forbidden by policy",
+                          times=None)
+    sim.add_nodes(1)
+
+    def refusal() -> list[dict[str, Any]]:
+        return [e for e in node_events(sim, "node-0002") if e["reason"] == EVENT_CIDR_NOT_AVAILABLE]
+    events = wait_for(refusal, 30)
+    assert "forbidden by policy" in events[0]["message"]
+    assert _podcidr_patches(sim, "node-0002") == 1
+    assert not sim.kube.get("v1", "Node", "node-0002").get("spec", {}).get("podCIDR")
+    wait_for(lambda: _pool(sim)["status"]["allocated"] == 1, 30)
+
+
+def test_podcidr_write_that_lost_a_race_is_retried(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=1)
+    assert sim.wait_converged(60)
+    fault = sim.kube.inject_fault(verb="patch", resource="nodes", subresource=None, name="node-0002",
+                                  code=409, times=2)
+    sim.add_nodes(1)
+    assert sim.wait_converged(60)
+    assert fault.hits == 2
+    assert sim.kube.get("v1", "Node", "node-0002")["spec"]["podCIDR"]
+    assert not [e for e in node_events(sim, "node-0002") if e["reason"] == EVENT_CIDR_NOT_AVAILABLE]
+    assert len({n["spec"]["podCIDR"] for n in sim.nodes()}) == 2
