@@ -46,7 +46,7 @@ from routectl.controller.state import (
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
 from routectl.ipam.model import PoolSpec
-from routectl.routes.model import NodeRoutes, NodeRouteStatus, parse_pools
+from routectl.routes.model import NodeRoutes, NodeRouteStatus
 
 REASON_CLOUD_ERROR = "CloudError"
 # (cluster CIDRs, route-limit warning percent) -> a RouteReconciler over the configured cloud driver.
@@ -83,22 +83,6 @@ def _parses(cidr: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def retarget_routes(routes: Any, cidrs: tuple[str, ...], warn_percent: int) -> None:
-    """Point a live reconciler (and a driver that owns routes by CIDR) at changed cluster CIDRs.
-
-    RouteReconciler takes its CIDRs at construction; pools can grow at run time (appended CIDRs), so
-    its public `cluster_cidrs`/`pools` (and the AWS driver's `pools`) are replaced in place, keeping
-    the cached view of the cloud.
-    """
-    pools = parse_pools(list(cidrs))
-    routes.cluster_cidrs = list(cidrs)
-    routes.pools = pools
-    routes.warn_percent = warn_percent
-    driver = getattr(routes, "driver", None)
-    if driver is not None and hasattr(driver, "pools"):
-        driver.pools = pools
 
 
 class Controller:
@@ -248,8 +232,8 @@ class Controller:
             return
         if self.routes is None:
             self.routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
-        else:
-            retarget_routes(self.routes, cidrs, warn)
+        else:  # in a thread: it waits for the reconciler's lock, which a running sync holds
+            await asyncio.to_thread(self.routes.set_cluster_cidrs, list(cidrs), warn)
         self.cluster_cidrs = cidrs
 
     async def pool_changed(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
@@ -493,13 +477,20 @@ class Controller:
 
     async def node_gone(self, view: NodeView) -> None:
         """A Node was deleted: delete its routes first, then release its block (never the other way)."""
-        if view.name in self.node_views():
-            return  # re-created meanwhile; the new object is handled by its own events
-        self.gone[view.name] = view
-        await self._remove_gone()
+        # The node's lock: a reconcile of it still running (say, writing its podCIDR) finishes first,
+        # so its block is known and released here, never leaked. Waiting nodes are served after it.
+        lock = self._node_locks.setdefault(view.name, asyncio.Lock())
+        async with lock:
+            if view.name in self.node_views():
+                return  # re-created meanwhile; the new object is handled by its own events
+            self.gone[view.name] = view
+            released = await self._remove_gone(serve=False)
+        if released:
+            await self._after_release()
 
-    async def _remove_gone(self, serve: bool = True) -> None:
-        """Delete the routes of every gone node; release the blocks whose routes are confirmed gone."""
+    async def _remove_gone(self, serve: bool = True) -> bool:
+        """Delete the routes of every gone node; release the blocks whose routes are confirmed gone.
+        Returns whether a block was released (with `serve`, waiting nodes were served already)."""
         live = self.node_views()
         released_any = False
         for name, view in list(self.gone.items()):
@@ -507,7 +498,7 @@ class Controller:
                 self.gone.pop(name, None)
                 continue
             if self.fenced:
-                return
+                return released_any
             if self.routes is not None:
                 try:
                     result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs),
@@ -533,9 +524,14 @@ class Controller:
                 self.metrics.releases.labels(released.pool or "-").inc()
             self._dirty.set()
         if serve and released_any:
-            await self._serve_waiting()
-            if any(s.message.startswith(REASON_ROUTE_LIMIT) for s in self.route_status.values() if not s.ok):
-                self._want_room_resync()
+            await self._after_release()
+        return released_any
+
+    async def _after_release(self) -> None:
+        """Blocks and routes were freed: serve nodes waiting for a block, and for route-table room."""
+        await self._serve_waiting()
+        if any(s.message.startswith(REASON_ROUTE_LIMIT) for s in self.route_status.values() if not s.ok):
+            self._want_room_resync()
 
     def _want_room_resync(self) -> None:
         """Routes were deleted while nodes wait for route-table room: a resync (one list per table) gives
