@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,8 +62,13 @@ def test_standby_process_takes_over_within_its_lease_when_the_leader_is_killed(m
         procs.append(first)
         assert sim.wait_converged(60)
         assert _holder(sim) == "proc-a"
-        second = subprocess.Popen(cmd, env={**base, "ROUTECTL_IDENTITY": "proc-b"}, stdout=log, stderr=log)
+        port = _free_port()
+        second = subprocess.Popen(cmd, env={**base, "ROUTECTL_IDENTITY": "proc-b",
+                                            "ROUTECTL_HEALTH_ADDRESS": f"127.0.0.1:{port}"},
+                                  stdout=log, stderr=log)
         procs.append(second)
+        # the window starts once the standby runs (imported, alive, not ready), not while it imports
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/readyz") == 503, 60)
         time.sleep(4.0)  # more than a lease duration: the standby must not take a lease that is renewed
         assert _holder(sim) == "proc-a"
         sim.add_nodes(3)
@@ -89,6 +95,20 @@ def test_standby_process_takes_over_within_its_lease_when_the_leader_is_killed(m
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=30)
         log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _status(url: str) -> int:
+    """HTTP status of `url`, 0 while nothing listens there yet."""
+    try:
+        return _get(url)[0]
+    except OSError:
+        return 0
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,11 @@ from routectl.sim.kube import KubeServer
 def kube() -> Iterator[KubeServer]:
     with KubeServer() as server:
         yield server
+
+
+def _stamp(value: str) -> float:
+    """An RFC 3339 MicroTime of the Lease as epoch seconds."""
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _elector(client: KubeClient, identity: str, name: str, duration: float = 1.5) -> LeaderElector:
@@ -47,17 +53,18 @@ async def test_successor_takes_over_after_expiry_and_release(kube: KubeServer) -
         first, second = _elector(client, "first", "takeover"), _elector(client, "second", "takeover")
         await first.acquire()
         assert first.is_leader
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        last_renew = kube.get("coordination.k8s.io/v1", "Lease", "takeover", "default")["spec"]["renewTime"]
         # "first" dies silently (no renewals): "second" must get the lease once it expired, not before.
         waiter = asyncio.create_task(second.acquire())
         await asyncio.sleep(0.5)
         assert not waiter.done()
         await asyncio.wait_for(waiter, timeout=5)
         assert second.is_leader
-        assert loop.time() - started >= 1.0  # not before the lease could have expired
         lease = kube.get("coordination.k8s.io/v1", "Lease", "takeover", "default")
         assert lease["spec"]["holderIdentity"] == "second"
+        # taken over only once the holder's last renewal was a whole lease duration old
+        age = _stamp(lease["spec"]["acquireTime"]) - _stamp(last_renew)
+        assert age >= lease["spec"]["leaseDurationSeconds"]
         assert lease["spec"]["leaseTransitions"] == 1
         # the old leader, renewing now, learns it lost
         holding = asyncio.create_task(first.hold())

@@ -21,6 +21,7 @@ from routectl.constants import (
     EVENT_FAILED_TO_CREATE_ROUTE,
     EVENT_ROUTE_LIMIT_REACHED,
     POOL_KIND,
+    POOL_PLURAL,
     POOL_READY,
     POOL_ROUTE_LIMIT_REACHED,
     REASON_NO_ROUTE_CREATED,
@@ -204,17 +205,20 @@ def test_restart_on_converged_cluster_makes_no_node_writes_and_no_cloud_changes(
     mark = sim.kube.requests.mark()
     (sim.aws or sim.gce).reset_log()
 
-    second = sim.start_controller()
+    second = sim.start_controller(resync_seconds=1.0)
+    # every node handled, then two periodic resyncs after the initial one (each marks the pools dirty,
+    # so a pool-status flush ran in between): still nothing written
     wait_for(lambda: second.controller is not None and second.controller.ready
-             and second.controller.handled >= 30, 60)
-    time.sleep(1.5)  # a pool-status debounce and a route batch later: still nothing written
+             and second.controller.handled >= 30 and second.controller.resyncs >= 3, 60)
+    before = second.controller.resyncs
     node_writes = sim.kube.requests.select(resource="nodes", writes=True, since=mark)
     assert node_writes == [], [(r.method, r.path) for r in node_writes]
+    pool_writes = sim.kube.requests.select(resource=POOL_PLURAL, writes=True, since=mark)
+    assert pool_writes == [], [(r.method, r.path) for r in pool_writes]
     assert mutating_cloud_calls(sim) == 0
-    if cloud == "aws":
-        assert sim.aws.calls("ec2:DescribeRouteTables") == 1  # one list per table
-    else:
-        assert sim.gce.calls("compute.routes.list") == 1
+    lists = (sim.aws.calls("ec2:DescribeRouteTables") if cloud == "aws"
+             else sim.gce.calls("compute.routes.list"))
+    assert before <= lists <= second.controller.resyncs + 1  # one list per table per resync, no more
     assert sim.converged()
 
 
