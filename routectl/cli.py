@@ -12,7 +12,7 @@ from routectl import __version__
 _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("routectl.agent.main", "agent"),
     "controller": ("routectl.controller.main", "controller"),
-    "ipam": ("routectl.ipam.cli", "ipam"),
+    "ipam": ("routectl.ops.ipam_plan", "ipam"),
     "plan": ("routectl.ops.plan", "plan"),
     "simulate": ("routectl.sim.simulate", "simulate"),
     "status": ("routectl.ops.status", "status"),
