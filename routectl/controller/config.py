@@ -52,7 +52,7 @@ class Config:
     """Everything `routectl controller` needs to know; immutable once validated."""
 
     cluster_name: str = "routectl"
-    provider: str = "gce"
+    provider: str | None = None  # required: a silent default made "no flags" fail with an unrelated message
     kubeconfig: str | None = None
     # GCE
     gce_project: str | None = None
@@ -83,7 +83,9 @@ class Config:
     def validate(self) -> Config:
         """Return self, or raise ValueError naming every bad setting at once."""
         problems: list[str] = []
-        if self.provider not in PROVIDERS:
+        if not self.provider:
+            problems.append(f"--provider (or ROUTECTL_PROVIDER) is required: {' or '.join(PROVIDERS)}")
+        elif self.provider not in PROVIDERS:
             problems.append(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
         if not self.cluster_name or len(self.cluster_name) > 40:
             problems.append("cluster name must be 1..40 characters (it prefixes cloud route names)")

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from typing import Any
 
 import click
@@ -185,13 +186,18 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
 
 
 def _env_help(name: str) -> str:
-    return f"[env {ENV_VARS[name]}]"
+    """The option's env var and, when it has one, its default (from Config, the single source)."""
+    fld = next(f for f in fields(Config) if f.name == name)
+    default = fld.default
+    shown = "" if default is MISSING or default in (None, "", ()) else \
+        f"; default: {str(default).lower() if isinstance(default, bool) else default}"
+    return f"[env {ENV_VARS[name]}{shown}]"
 
 
 @click.command("controller")
 @click.option("--cluster-name", help=f"Cluster name, prefixes cloud route names. {_env_help('cluster_name')}")
 @click.option("--provider", type=click.Choice(["gce", "aws"]),
-              help=f"Cloud provider. {_env_help('provider')}")
+              help=f"Cloud provider (required). {_env_help('provider')}")
 @click.option("--kubeconfig", help="Kubeconfig file (default: in-cluster service account or $KUBECONFIG).")
 @click.option("--gce-project", help=f"GCE project. {_env_help('gce_project')}")
 @click.option("--gce-network", help=f"GCE network name. {_env_help('gce_network')}")

@@ -25,7 +25,24 @@ def test_flags_override_env_override_defaults() -> None:
     assert cfg.leader_elect is False
     assert cfg.driver_settings()["cluster_id"] == "prod"
     assert cfg.driver_settings()["route_table_ids"] == ["rtb-1", "rtb-2"]
-    assert load_config({}, {"ROUTECTL_GCE_PROJECT": "p"}).provider == "gce"
+    assert load_config({}, {"ROUTECTL_GCE_PROJECT": "p", "ROUTECTL_PROVIDER": "gce"}).provider == "gce"
+
+
+def test_provider_is_required_with_a_message_that_says_so() -> None:
+    with pytest.raises(ValueError, match=r"--provider \(or ROUTECTL_PROVIDER\) is required: gce or aws"):
+        load_config({}, {})
+    with pytest.raises(ValueError) as info:
+        load_config({}, {"ROUTECTL_GCE_PROJECT": "p"})
+    assert "gce needs a project" not in str(info.value)
+
+
+def test_controller_help_shows_defaults() -> None:
+    from click.testing import CliRunner
+
+    from routectl.controller.main import controller
+
+    out = CliRunner().invoke(controller, ["--help"], terminal_width=200).output
+    assert "default: 300.0" in out and "default: kube-system" in out and "default: 15.0" in out
 
 
 def test_every_setting_has_an_env_var() -> None:
