@@ -39,8 +39,10 @@ from routectl.controller.state import (
     PoolFacts,
     PoolView,
     condition_is_current,
+    merge_warnings,
     pool_status,
     route_state,
+    stale_placeholder_changes,
     status_differs,
 )
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
@@ -358,12 +360,7 @@ class Controller:
         self.tables = list(result.tables)
         for t in self.tables:
             self.metrics.set_table(t.table, t.used, t.limit)
-        if full:
-            self.warnings = list(result.warnings)
-        elif result.warnings:
-            seen = {(w.kind, w.table) for w in result.warnings}
-            kept = [w for w in self.warnings if (w.kind, w.table) not in seen]
-            self.warnings = kept + list(result.warnings)
+        self.warnings = merge_warnings(self.warnings, list(result.warnings), full)
         return [w for w in result.warnings if (w.kind, w.table, w.message) not in known]
 
     async def _post_limit_events(self, warnings: list[Any]) -> None:
@@ -589,12 +586,13 @@ class Controller:
     async def _hold_stale_blocks(self, result: Any) -> None:
         """Keep blocks whose stale route could not be deleted occupied, so they are not handed out again."""
         failed = {_canon([a.destination])[0] for a, _ in result.failed if a.kind == "delete"}
+        occupy, release = stale_placeholder_changes(failed, self.stale_placeholders)
         async with self.lock:
-            for dest in failed - self.stale_placeholders:
+            for dest in occupy:
                 holder = STALE_PREFIX + dest
                 if self.allocator.allocation_of(holder) is None:
                     self.allocator.occupy(holder, [dest])
-            for dest in self.stale_placeholders - failed:
+            for dest in release:
                 self.allocator.release(STALE_PREFIX + dest)
         self.stale_placeholders = failed
 

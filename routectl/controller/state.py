@@ -190,3 +190,20 @@ def status_differs(current: Mapping[str, Any] | None, new: Mapping[str, Any]) ->
 
     return strip(current) != strip(new)
 
+
+
+def merge_warnings(current: Sequence[Any], new: Sequence[Any], full: bool) -> list[Any]:
+    """Route-limit warnings after a route result: a full sync replaces them all; a partial result
+    (one batch, one removal) replaces only the (kind, table) pairs it reports and keeps the rest."""
+    if full:
+        return list(new)
+    if not new:
+        return list(current)
+    seen = {(w.kind, w.table) for w in new}
+    return [w for w in current if (w.kind, w.table) not in seen] + list(new)
+
+
+def stale_placeholder_changes(failed: set[str], held: set[str]) -> tuple[set[str], set[str]]:
+    """Blocks whose stale route could not be deleted stay occupied by a placeholder: which destinations
+    need a placeholder now, and which placeholders can go (their route was deleted at last)."""
+    return failed - held, held - failed

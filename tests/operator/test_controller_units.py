@@ -9,9 +9,11 @@ from routectl.controller.state import (
     NodeView,
     PoolFacts,
     condition_is_current,
+    merge_warnings,
     pool_conditions,
     pool_status,
     route_state,
+    stale_placeholder_changes,
     status_differs,
 )
 
@@ -143,3 +145,23 @@ def test_cli_refuses_bad_configuration_before_connecting() -> None:
     assert "gce needs a project" in result.output and "resync period" in result.output
     help_text = CliRunner().invoke(main, ["controller", "--help"]).output
     assert "ROUTECTL_RESYNC_SECONDS" in help_text and "--lease-duration" in help_text
+
+
+def test_warnings_full_sync_replaces_partial_result_merges_per_table() -> None:
+    from types import SimpleNamespace as W
+
+    reached_a = W(kind="reached", table="a", message="a full")
+    nearing_b = W(kind="nearing", table="b", message="b")
+    nearing_a = W(kind="nearing", table="a", message="a 90%")
+    assert merge_warnings([reached_a, nearing_b], [], full=True) == []
+    assert merge_warnings([reached_a, nearing_b], [], full=False) == [reached_a, nearing_b]
+    merged = merge_warnings([reached_a, nearing_b], [nearing_a], full=False)
+    assert merged == [reached_a, nearing_b, nearing_a]
+    reached_a2 = W(kind="reached", table="a", message="a full again")
+    assert merge_warnings([reached_a, nearing_b], [reached_a2], full=False) == [nearing_b, reached_a2]
+
+
+def test_stale_placeholders_follow_the_failed_deletes() -> None:
+    assert stale_placeholder_changes({"10.0.1.0/24", "10.0.2.0/24"}, {"10.0.2.0/24", "10.0.3.0/24"}) == (
+        {"10.0.1.0/24"}, {"10.0.3.0/24"})
+    assert stale_placeholder_changes(set(), set()) == (set(), set())
