@@ -115,7 +115,7 @@ class SimCluster:
                  mask: int = 24,
                  route_limit: int | None = None, cluster_name: str = "sim", resync_seconds: float = 30.0,
                  zones: tuple[str, ...] | None = None, pool_name: str = "default",
-                 lease_duration: float = 4.0, run_controller: bool = True) -> None:
+                 lease_duration: float = 15.0, run_controller: bool = True) -> None:
         if cloud not in ("aws", "gce"):
             raise ValueError(f"cloud must be 'aws' or 'gce', not {cloud!r}")
         self.cloud = cloud
