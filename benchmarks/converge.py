@@ -24,8 +24,8 @@ from collections import Counter
 from typing import Any
 
 from routectl.cloud.gce import GCERouteDriver
+from routectl.cloud.reconcile import RouteReconciler
 from routectl.routes.model import NodeRoutes
-from routectl.routes.reconcile import RouteReconciler
 
 ZONE = "us-central1-a"
 

@@ -36,7 +36,7 @@ EXIT_LOST_LEASE = 3
 def build_routes(config: Config, cluster_cidrs: list[str], warn_percent: int) -> Any:
     """The configured cloud's driver wrapped in the route reconciler, for the pools' CIDRs."""
     from routectl.cloud.factory import make_driver
-    from routectl.routes.reconcile import RouteReconciler
+    from routectl.cloud.reconcile import RouteReconciler
 
     driver = make_driver(config.provider, cluster_cidrs=cluster_cidrs, **config.driver_settings())
     return RouteReconciler(driver, cluster_cidrs, warn_percent=warn_percent, concurrency=config.concurrency)

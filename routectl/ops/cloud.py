@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from routectl.cloud.reconcile import RoutePlan
 from routectl.controller.config import Config
 from routectl.ops.planning import PoolSet
 from routectl.routes.model import NodeRoutes
-from routectl.routes.reconcile import RoutePlan
 
 
 class CloudReadError(Exception):

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
+from routectl.cloud.reconcile import REASON_ROUTE_PENDING, RoutePlan
 from routectl.constants import REASON_ROUTE_CREATED
 from routectl.ops.planning import Waiting
 from routectl.ops.report import SCHEMA_VERSION, warnings
 from routectl.routes.model import RouteAction
-from routectl.routes.reconcile import REASON_ROUTE_PENDING, RoutePlan
 
 # Per-node statuses that are the plan itself, not a problem with the node.
 _PLANNED = (REASON_ROUTE_CREATED, REASON_ROUTE_PENDING, REASON_ROUTE_LIMIT)

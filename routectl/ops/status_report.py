@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from routectl.cloud.reconcile import RoutePlan
 from routectl.constants import COMPONENT
 from routectl.ops.planning import Waiting
 from routectl.ops.report import (
@@ -20,7 +21,6 @@ from routectl.ops.report import (
     table_entry,
     warnings,
 )
-from routectl.routes.reconcile import RoutePlan
 
 Obj = Mapping[str, Any]
 REASON_NO_POD_CIDR = "NoPodCIDR"

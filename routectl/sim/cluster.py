@@ -139,7 +139,7 @@ class SimCluster:
     # ------------------------------------------------------------------------------ lifecycle
     def start(self) -> SimCluster:
         """Start everything; the controller runs when `run_controller` was left True."""
-        from routectl.ipam.crd import load_crd
+        from routectl.crd import load_crd
         from routectl.sim.kube import KubeServer
 
         self.kube = KubeServer().start()

@@ -8,6 +8,7 @@ import click
 import jsonschema
 import pytest
 
+from routectl.cloud.reconcile import RoutePlan
 from routectl.constants import API_VERSION, POOL_KIND
 from routectl.ops.plan_report import plan_report
 from routectl.ops.planning import Waiting, node_routes, pool_set, predict_allocations
@@ -23,7 +24,6 @@ from routectl.routes.model import (
     RouteAction,
     TableCapacity,
 )
-from routectl.routes.reconcile import RoutePlan
 from routectl.sim.cluster import KUBELET_NO_ROUTE_MESSAGE
 from routectl.sim.simulate import check_settings, stall_reason
 

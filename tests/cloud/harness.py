@@ -12,9 +12,9 @@ from typing import Any
 from routectl.cloud.aws import AWSRouteDriver
 from routectl.cloud.factory import make_driver
 from routectl.cloud.gce import GCERouteDriver
+from routectl.cloud.reconcile import RouteReconciler
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import NodeRoutes
-from routectl.routes.reconcile import RouteReconciler
 from routectl.sim.aws import MotoAWS
 from routectl.sim.fake_gce import FakeGCE
 from routectl.sim.faults import FaultPlan

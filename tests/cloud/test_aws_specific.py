@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from routectl.cloud.reconcile import RouteReconciler
 from routectl.routes.model import NodeRoutes
-from routectl.routes.reconcile import RouteReconciler
 from tests.cloud.harness import CLUSTER_CIDRS, AWSHarness
 
 

@@ -15,7 +15,7 @@ from routectl.agent.main import AgentLoop
 from routectl.agent.sync import MasqSyncer
 from routectl.cli import main as cli_main
 from routectl.constants import API_VERSION, EVENT_MASQUERADE_INVALID, MASQ_CHAIN, POOL_KIND
-from routectl.ipam.crd import load_crd
+from routectl.crd import load_crd
 from routectl.sim.kube import KubeServer
 from tests.dataplane.netns import Netns, NetnsFactory
 

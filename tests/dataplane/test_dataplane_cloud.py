@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pytest
 
 from routectl.cloud.factory import make_driver
+from routectl.cloud.reconcile import RouteReconciler
 from routectl.routes.model import NodeRoutes
-from routectl.routes.reconcile import RouteReconciler
 from tests.dataplane import scenario
 from tests.dataplane.netns import NetnsFactory
 

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routectl.ipam.crd import openapi_schema
+from routectl.crd import openapi_schema
 from routectl.ipam.model import PoolSpec
 from routectl.ipam.validate import non_masquerade_problem, validate_pool
 

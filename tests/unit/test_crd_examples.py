@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from routectl.ipam.crd import openapi_schema
+from routectl.crd import openapi_schema
 from routectl.ipam.model import PoolSpec
 from routectl.ipam.validate import validate_pool, validate_pools
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from routectl import constants
-from routectl.ipam.crd import SOURCE_PATH, crd_text, load_crd, openapi_schema
+from routectl.crd import SOURCE_PATH, crd_text, load_crd, openapi_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGED = ROOT / "routectl" / "data" / "podcidrpool.yaml"
@@ -263,7 +263,7 @@ def test_status_fields_and_condition_types_documented() -> None:
 
 def test_installed_package_reads_its_packaged_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Outside a source checkout (no crds/ next to the package) the packaged YAML is used."""
-    import routectl.ipam.crd as crd_module
+    import routectl.crd as crd_module
 
     monkeypatch.setattr(crd_module, "SOURCE_PATH", tmp_path / "missing.yaml")
     assert crd_module.crd_text() == PACKAGED.read_text()

@@ -3,7 +3,7 @@
 The controller's only entry into the cloud. `plan()` is read-only, `sync()` is the periodic full pass
 (one list per table), `ensure()` / `remove()` serve events from a cached view.
 
-Cache correctness: routectl runs as ONE active controller (one replica, Recreate strategy), and every
+Cache correctness: routectl runs ONE active controller (the Lease fences any standby), and every
 route change it makes goes through this object, which updates the cached view after each successful
 call while holding its lock. So the view can only drift through changes made by others (manual edits,
 instances terminated -> blackholes). Drift costs at most one resync period: a route the view wrongly

@@ -1,8 +1,8 @@
 """Load the PodCIDRPool CRD manifest (crds/podcidrpool.yaml) so the controller and simulator can install it.
 
 In a source checkout the repository's ``crds/podcidrpool.yaml`` is read; an installed package reads its
-copy ``routectl/data/podcidrpool.yaml`` (a unit test fails if the two differ). This is the only module of
-routectl.ipam that touches files, and it only reads its own packaged YAML.
+copy ``routectl/data/podcidrpool.yaml`` (a unit test fails if the two differ). It lives outside
+routectl.ipam because it reads files, and the IPAM core stays free of I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from routectl.constants import VERSION
 
 CRD_FILENAME = "podcidrpool.yaml"
-SOURCE_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILENAME
+SOURCE_PATH = Path(__file__).resolve().parents[1] / "crds" / CRD_FILENAME
 
 
 def crd_text() -> str:
