@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
 from routectl.constants import (
+    DEFAULT_ROUTE_LIMIT_WARNING_PERCENT,
     EVENT_CIDR_ASSIGNED,
     EVENT_CIDR_CONFLICT,
     EVENT_CIDR_NOT_AVAILABLE,
@@ -47,8 +47,8 @@ from routectl.controller.state import (
 )
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
-from routectl.ipam.model import PoolSpec
-from routectl.routes.model import NodeRoutes, NodeRouteStatus
+from routectl.ipam.model import PoolSpec, route_scope
+from routectl.routes.model import NodeRoutes, NodeRouteStatus, canonical_or_raw
 
 REASON_CLOUD_ERROR = "CloudError"
 # (cluster CIDRs, route-limit warning percent) -> a RouteReconciler over the configured cloud driver.
@@ -63,13 +63,8 @@ STALE_PREFIX = "route:"
 
 
 def _canon(cidrs: Iterable[str]) -> tuple[str, ...]:
-    out = []
-    for c in cidrs:
-        try:
-            out.append(str(ipaddress.ip_network(c, strict=False)))
-        except ValueError:
-            out.append(c)
-    return tuple(out)
+    """Canonical CIDR texts (unparsable ones kept as written)."""
+    return tuple(canonical_or_raw(c) for c in cidrs)
 
 
 def _newer(rv: str, than: str) -> bool:
@@ -78,13 +73,6 @@ def _newer(rv: str, than: str) -> bool:
         return int(rv) > int(than)
     return rv != than
 
-
-def _parses(cidr: str) -> bool:
-    try:
-        ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        return False
-    return True
 
 
 class Controller:
@@ -98,6 +86,7 @@ class Controller:
         self.routes_factory = routes_factory
         self.routes: Any = None
         self.cluster_cidrs: tuple[str, ...] = ()
+        self.warn_percent = DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
         self.metrics = metrics or Metrics()
         self.events = EventRecorder(client, config.event_namespace, instance=config.identity)
         self.allocator = Allocator()
@@ -228,15 +217,15 @@ class Controller:
 
     async def _retarget_routes(self, specs: list[PoolSpec]) -> None:
         """Build the route reconciler for the pools' CIDRs, or point it at a changed set of CIDRs."""
-        cidrs = tuple(sorted({c for s in specs for c in _canon(s.cidrs) if _parses(c)}))
-        warn = min((s.route_limit_warning_percent for s in specs), default=80)
-        if not cidrs or (cidrs == self.cluster_cidrs and self.routes is not None):
+        cidrs, warn = route_scope(specs)
+        unchanged = (cidrs, warn) == (self.cluster_cidrs, self.warn_percent)
+        if not cidrs or (self.routes is not None and unchanged):
             return
         if self.routes is None:
             self.routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
         else:  # in a thread: it waits for the reconciler's lock, which a running sync holds
             await asyncio.to_thread(self.routes.set_cluster_cidrs, list(cidrs), warn)
-        self.cluster_cidrs = cidrs
+        self.cluster_cidrs, self.warn_percent = cidrs, warn
 
     async def pool_changed(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
         """A pool was created, edited or deleted: reconfigure, then serve nodes that were waiting."""

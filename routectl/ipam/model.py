@@ -9,7 +9,7 @@ snake_case here). Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,3 +176,20 @@ def _from_resource(cls: type[PoolSpec], obj: Mapping[str, Any]) -> PoolSpec:
         )
     except PoolSpecError as exc:
         raise PoolSpecError(where + str(exc)) from None
+
+
+def route_scope(specs: Iterable[PoolSpec]) -> tuple[tuple[str, ...], int]:
+    """Where routectl's routes may live and when to warn: every parsable pool CIDR (canonical, sorted)
+    and the strictest route-limit warning percent among the pools (the default when there are none)."""
+    cidrs: set[str] = set()
+    warn = None
+    for spec in specs:
+        for text in spec.cidrs:
+            try:
+                cidrs.add(str(parse_cidr(text)))
+            except ValueError:
+                continue
+        pct = spec.route_limit_warning_percent
+        warn = pct if warn is None else min(warn, pct)
+    return tuple(sorted(cidrs)), DEFAULT_ROUTE_LIMIT_WARNING_PERCENT if warn is None else warn
+

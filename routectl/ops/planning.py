@@ -3,15 +3,13 @@ want, and which block the IPAM would give the nodes still waiting for one. No I/
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
 from routectl.ipam.allocator import Allocator, NodeCIDRs
 from routectl.ipam.errors import IPAMError
-from routectl.ipam.model import PoolSpec
+from routectl.ipam.model import PoolSpec, route_scope
 from routectl.ops.report import canon, name_of, pod_cidrs
 from routectl.routes.model import NodeRoutes
 
@@ -37,17 +35,9 @@ def pool_set(pools: Iterable[Obj]) -> PoolSet:
             specs.append(PoolSpec.from_resource(p))
         except IPAMError as exc:
             problems[name_of(p)] = [str(exc)]
-    cidrs = {canon(c) for s in specs for c in s.cidrs if _parses(c)}
-    warn = min((s.route_limit_warning_percent for s in specs), default=DEFAULT_ROUTE_LIMIT_WARNING_PERCENT)
-    return PoolSet(tuple(specs), problems, tuple(sorted(cidrs)), warn)
+    cidrs, warn = route_scope(specs)
+    return PoolSet(tuple(specs), problems, cidrs, warn)
 
-
-def _parses(cidr: str) -> bool:
-    try:
-        ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        return False
-    return True
 
 
 def node_routes(nodes: Iterable[Obj]) -> list[NodeRoutes]:

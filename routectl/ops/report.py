@@ -7,7 +7,6 @@ JSON outputs can never disagree. No I/O here.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,17 +20,11 @@ from routectl.constants import (
     POOL_ROUTE_LIMIT_REACHED,
 )
 from routectl.routes.model import CloudRoute, LimitWarning, TableCapacity
+from routectl.routes.model import canonical_or_raw as canon
 
 SCHEMA_VERSION = 1
 Obj = Mapping[str, Any]
 
-
-def canon(cidr: str) -> str:
-    """Canonical CIDR text (unparsable values are returned unchanged, so they still show)."""
-    try:
-        return str(ipaddress.ip_network(cidr, strict=False))
-    except ValueError:
-        return cidr
 
 
 def name_of(obj: Obj) -> str:

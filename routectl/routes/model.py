@@ -107,6 +107,14 @@ def canonical_cidr(cidr: str) -> str:
     return str(ipaddress.ip_network(cidr, strict=False))
 
 
+def canonical_or_raw(cidr: str) -> str:
+    """`canonical_cidr`, or the text unchanged when it does not parse (so a bad value still shows)."""
+    try:
+        return canonical_cidr(cidr)
+    except ValueError:
+        return cidr
+
+
 def inside_any(cidr: str, pools: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     """True when `cidr` lies inside (or equals) one of `pools` of the same IP family."""
     try:

@@ -175,3 +175,18 @@ def test_validate_pools_families_do_not_overlap_and_duplicates_reported() -> Non
     }
     out = validate_pools([PoolSpec("a", ("10.0.0.0/16",)), PoolSpec("a", ("10.1.0.0/16",))])
     assert any("used by more than one pool" in p for p in out["a"])
+
+
+def test_route_scope_is_every_parsable_pool_cidr_and_the_strictest_warning() -> None:
+    """The controller and `routectl plan` derive route ownership and warnings from this one function."""
+    from routectl.ipam.model import MasqueradeSpec, PoolSpec, route_scope
+
+    def spec(name: str, cidrs: tuple[str, ...], warn: int) -> PoolSpec:
+        return PoolSpec(name=name, cidrs=cidrs, ipv4_mask=24, ipv6_mask=64, node_selector={}, reserved=(),
+                        masquerade=MasqueradeSpec((), False), route_limit_warning_percent=warn)
+
+    cidrs, warn = route_scope([spec("b", ("10.245.0.0/16", "not-a-cidr"), 90),
+                               spec("a", ("fd00:0::/48", "10.244.0.0/16"), 70)])
+    assert cidrs == ("10.244.0.0/16", "10.245.0.0/16", "fd00::/48")
+    assert warn == 70
+    assert route_scope([]) == ((), 80)
