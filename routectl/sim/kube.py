@@ -49,6 +49,7 @@ from kmock._internal import rendering
 from routectl.sim import kube_table
 from routectl.sim.kube_select import SelectorError, parse_field_selector, parse_label_selector
 from routectl.sim.kube_store import ApiError, Change, Obj, ResourceType, Store, bad_request
+from routectl.sim.kube_watchgate import Target, WatchDelay, WatchHold
 
 T = TypeVar("T")
 
@@ -758,6 +759,44 @@ class KubeServer:
 
         coro: Coroutine[Any, Any, T] = run()
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the emulator's loop (directly when already there) and return its result as is."""
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("KubeServer not started")
+        if threading.current_thread() is self._thread:
+            return fn()
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
+
+    # ---------------------------------------------------------------------------- watch lag on demand
+    def hold_watch(self, resource: str, name: str | None = None, namespace: str | None = None,
+                   group: str | None = None) -> WatchHold:
+        """Hold back the watch events of one object (or of every object of ``resource`` when ``name`` is
+        None) until ``handle.release(order="fifo"|"reverse"|"shuffled", seed=...)``.
+
+        The store still commits at once (GET/LIST see the change); only watch streams wait. Each object's
+        own events keep resourceVersion order (as one real watch stream does) while objects overtake each
+        other; see :mod:`routectl.sim.kube_watchgate` for the full semantics and the stale-snapshot option.
+        """
+        target = Target(resource, name, namespace, group)
+        return self._on_loop(lambda: self.store.gate.hold(target, self._on_loop))
+
+    def delay_watch(self, resource: str, max_delay: float, *, seed: int, min_delay: float = 0.0,
+                    name: str | None = None, namespace: str | None = None,
+                    group: str | None = None) -> WatchDelay:
+        """Delay every watch event of the targeted objects by a random ``min_delay..max_delay`` seconds,
+        drawn independently per object from ``seed`` (reproducible: ``handle.delays(name)``); per-object
+        order is kept. ``handle.stop()`` ends it."""
+        target = Target(resource, name, namespace, group)
+        return self._on_loop(lambda: self.store.gate.delay(target, min_delay, max_delay, seed, self._on_loop))
+
+    def release_watches(self) -> int:
+        """Release every hold, stop every delay and deliver every queued watch event now (for quiescence)."""
+        return self._on_loop(self.store.gate.release_all)
 
     def create(self, obj: Obj, namespace: str | None = None) -> Obj:
         """Create an object (apiVersion and kind taken from it); raises :class:`ApiError` like HTTP would."""

@@ -14,6 +14,7 @@ import collections
 import copy
 import datetime
 import ipaddress
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routectl.sim import kube_patch, kube_schema
+from routectl.sim.kube_watchgate import WatchGate
 
 Obj = dict[str, Any]
 ResKey = tuple[str, str]  # (group, plural)
@@ -185,6 +187,7 @@ class Store:
         self.history_size = history_size
         self.history_floor = 0  # watches from an rv below this are answered 410 Gone
         self.listeners: set[Callable[[Change], None]] = set()
+        self.gate = WatchGate(self._deliver)  # holds back / delays watch events on request
         for rt in BUILTIN_TYPES:
             self.types[rt.key] = rt
         for ns in SYSTEM_NAMESPACES:
@@ -401,6 +404,11 @@ class Store:
         if len(self.history) >= self.history_size:
             self.history_floor = self.history.popleft().rv
         self.history.append(change)
+        if self.gate.active and self.gate.intercept(change):
+            return
+        self._deliver(change)
+
+    def _deliver(self, change: Change) -> None:
         for listener in list(self.listeners):
             listener(change)
 
@@ -469,11 +477,7 @@ class Store:
         elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._validate_crd(rt, name, new, old)
         elif rt.key == ("", "events"):
-            involved = new.get("involvedObject")
-            involved_ns = involved.get("namespace") if isinstance(involved, dict) else None
-            if involved_ns and involved_ns != _meta(new).get("namespace"):
-                raise invalid(rt, name, [f"involvedObject.namespace: Invalid value: {involved_ns!r}: "
-                                         "does not match event.namespace"])
+            self._validate_event(rt, name, new)
         elif rt.schemas:
             version = str(new.get("apiVersion", "")).rpartition("/")[2] or rt.storage_version
             schema = rt.schemas.get(version) or rt.schemas.get(rt.storage_version)
@@ -516,6 +520,26 @@ class Store:
                 causes.append(f"{top}: Invalid value: must be an object")
         if causes:
             raise invalid(rt, name, causes)
+
+    @staticmethod
+    def _validate_event(rt: ResourceType, name: str, event: Obj) -> None:
+        """core/v1 Event namespaces as kube-apiserver's ValidateEventCreate/Update (legacy rules) check them.
+
+        A namespaced involvedObject's Event lives in that namespace; a cluster-scoped one's (namespace "")
+        only in "default" (or "" for old clients), or also in "kube-system" when eventTime is set.
+        """
+        involved = event.get("involvedObject")
+        involved_ns = str(involved.get("namespace") or "") if isinstance(involved, dict) else ""
+        namespace = _meta(event).get("namespace") or ""
+        if involved_ns:
+            ok = namespace == involved_ns
+        elif event.get("eventTime"):
+            ok = namespace in ("default", "kube-system")
+        else:
+            ok = namespace in ("", "default")
+        if not ok:
+            raise invalid(rt, name, [f"involvedObject.namespace: Invalid value: {json.dumps(involved_ns)}: "
+                                     "does not match event.namespace"])
 
     @staticmethod
     def _normalise_node(obj: Obj) -> None:
@@ -636,5 +660,7 @@ class Store:
         return self._remove(rt, nsobj)
 
     def changes_since(self, rv: int, key: ResKey) -> Iterable[Change]:
-        """History entries of one resource after ``rv`` (caller checks ``history_floor`` first)."""
-        return [c for c in self.history if c.rv > rv and c.key == key]
+        """History entries of one resource after ``rv`` (caller checks ``history_floor`` first), without
+        the changes the watch gate still holds back (they reach the new watch when released)."""
+        held = self.gate.held_rvs if self.gate.active else ()
+        return [c for c in self.history if c.rv > rv and c.key == key and c.rv not in held]
