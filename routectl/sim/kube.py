@@ -16,8 +16,11 @@ watch (with ADDED/DELETED when an object enters/leaves a selection), watch resum
 (410 when compacted), bookmarks, timeoutSeconds, sendInitialEvents; limit/continue paging; the Table form
 with printer columns; fieldValidation=Strict for custom resources; fault injection; a request log.
 
+CRDs' CEL ``x-kubernetes-validations`` are evaluated (:mod:`~routectl.sim.kube_cel`); watch events can be
+held back, delayed and reordered per object on request (:mod:`~routectl.sim.kube_watchgate`).
+
 NOT emulated: authentication/authorization/admission webhooks, server-side apply (415), dryRun (400),
-CEL ``x-kubernetes-validations``, CRD version conversion (objects are served as stored), managedFields,
+CRD version conversion (objects are served as stored), managedFields,
 garbage collection of ownerReferences, pod/node controllers (nothing sets Ready or evicts), graceful pod
 deletion, protobuf, the legacy /api/v1/watch paths, persistence across emulator restarts.
 """

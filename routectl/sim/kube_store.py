@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from routectl.sim import kube_patch, kube_schema
+from routectl.sim import kube_cel, kube_patch, kube_schema
+from routectl.sim.kube_cel import FieldCause
 from routectl.sim.kube_watchgate import WatchGate
 
 Obj = dict[str, Any]
@@ -77,11 +78,15 @@ def conflict(rt: ResourceType, name: str) -> ApiError:
                     {"name": name, "group": rt.group, "kind": rt.plural})
 
 
-def invalid(rt: ResourceType, name: str, causes: list[str]) -> ApiError:
-    """422 Invalid with one cause per problem."""
-    return ApiError(422, "Invalid", f'{rt.kind}{rt.dotted_group} "{name}" is invalid: {"; ".join(causes)}',
-                    {"name": name, "group": rt.group, "kind": rt.kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes]})
+def invalid(rt: ResourceType, name: str, causes: list[str] | list[FieldCause]) -> ApiError:
+    """422 Invalid with one cause per problem, worded as apimachinery's NewInvalid (one error, or a
+    bracketed list); :class:`FieldCause` causes keep their field and reason in ``details.causes``."""
+    texts = [str(c) for c in causes]
+    summary = texts[0] if len(texts) == 1 else f"[{', '.join(texts)}]"
+    details = [{"reason": c.reason, "message": c.message, "field": c.field} if isinstance(c, FieldCause)
+               else {"reason": "FieldValueInvalid", "message": c} for c in causes]
+    return ApiError(422, "Invalid", f'{rt.kind}{rt.dotted_group} "{name}" is invalid: {summary}',
+                    {"name": name, "group": rt.group, "kind": rt.kind, "causes": details})
 
 
 def bad_request(message: str) -> ApiError:
@@ -105,6 +110,7 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     schemas: dict[str, Obj] = field(default_factory=dict)  # version -> openAPIV3Schema (CRs only)
     printer_columns: dict[str, list[Obj]] = field(default_factory=dict)  # version -> additionalPrinterColumns
+    rules: dict[str, kube_cel.Node | None] = field(default_factory=dict)  # version -> compiled CEL rules
     crd_name: str | None = None
 
     @property
@@ -487,8 +493,10 @@ class Store:
                     raise bad_request("strict decoding error: " + ", ".join(
                         f'unknown field "{f}"' for f in unknown))
                 new, causes = kube_schema.admit(new, schema)
-                if causes:
-                    raise invalid(rt, name, causes)
+                rules = rt.rules.get(version, rt.rules.get(rt.storage_version))
+                cel_causes = kube_cel.validate(rules, new, kube_cel.MISSING if old is None else old)
+                if causes or cel_causes:
+                    raise invalid(rt, name, [*causes, *cel_causes])
         return new
 
     def _validate_meta(self, rt: ResourceType, name: str, obj: Obj) -> None:
@@ -605,6 +613,12 @@ class Store:
                 causes.append("spec.scope: Invalid value: field is immutable")
         if old is None and not causes and (group, plural) in self.types:
             causes.append(f"spec.names.plural: Invalid value: {plural!r}: already served in {group!r}")
+        for i, v in enumerate(versions):  # a CEL rule that does not compile refuses the CRD, as upstream
+            try:
+                kube_cel.compile_schema(((v or {}).get("schema") or {}).get("openAPIV3Schema"),
+                                        f"spec.versions[{i}].schema.openAPIV3Schema")
+            except kube_cel.RuleCompileError as e:
+                causes.append(str(e))
         if causes:
             raise invalid(rt, name, causes)
 
@@ -626,6 +640,8 @@ class Store:
             schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in versions
                      if (v.get("schema") or {}).get("openAPIV3Schema")},
             printer_columns={v["name"]: list(v.get("additionalPrinterColumns") or []) for v in versions},
+            rules={v["name"]: kube_cel.compile_schema(v["schema"]["openAPIV3Schema"]) for v in versions
+                   if (v.get("schema") or {}).get("openAPIV3Schema")},
             crd_name=_meta(crd)["name"])
 
     def _unregister_crd(self, crd: Obj) -> None:
