@@ -93,18 +93,23 @@ def test_a_crd_whose_rule_does_not_compile_is_refused(kube: KubeServer, rule: st
     assert not kube.exists("apiextensions.k8s.io/v1", "CustomResourceDefinition", "podcidrpools.routectl.io")
 
 
-def test_rules_are_enforced_over_http_and_status_writes_are_ratcheted(kube: KubeServer) -> None:
+def test_a_rule_added_later_refuses_new_values_but_not_objects_that_predate_it(kube: KubeServer) -> None:
+    api = "routectl.io/v1alpha1"
+    kube.install_crd(pool_crd())
+    kube.create({"apiVersion": api, "kind": "PodCIDRPool", "metadata": {"name": "old"},
+                 "spec": {"cidrs": ["junk"]}})
     crd = pool_crd()
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     spec["x-kubernetes-validations"] = [{"rule": "self.cidrs.all(c, isCIDR(c))", "message": "CIDRs only"}]
-    kube.install_crd(crd)
-    body = {"apiVersion": "routectl.io/v1alpha1", "kind": "PodCIDRPool", "metadata": {"name": "p"},
-            "spec": {"cidrs": ["10.0.0.0/16"]}}
-    kube.create(body)
+    kube.install_crd(crd)  # the CRD is updated in place; its rules apply from now on
     with pytest.raises(ApiError) as exc:
-        kube.patch("routectl.io/v1alpha1", "PodCIDRPool", "p", {"spec": {"cidrs": ["junk"]}})
+        kube.create({"apiVersion": api, "kind": "PodCIDRPool", "metadata": {"name": "new"},
+                     "spec": {"cidrs": ["junk"]}})
     assert exc.value.code == 422 and exc.value.message.endswith("spec: Invalid value: CIDRs only")
-    kube.patch_status("routectl.io/v1alpha1", "PodCIDRPool", "p", {"status": {"allocated": 1}})
+    kube.patch_status(api, "PodCIDRPool", "old", {"status": {"allocated": 1}})  # spec unchanged: ratcheted
+    kube.patch(api, "PodCIDRPool", "old", {"metadata": {"labels": {"a": "b"}}})
+    with pytest.raises(ApiError):
+        kube.patch(api, "PodCIDRPool", "old", {"spec": {"cidrs": ["junk", "more-junk"]}})
 
 
 def test_status_on_main_resource_writes_is_ignored(kube: KubeServer) -> None:
