@@ -17,6 +17,7 @@ from routectl.agent.cnisync import CniSyncer, CniWriteError
 from routectl.agent.iptables import BACKENDS, Iptables, IptablesError, Runner
 from routectl.agent.rules import RulesError
 from routectl.agent.sync import MasqSyncer, SyncResult, compute_desired
+from routectl.agent.sysctl import SysctlError
 from routectl.constants import EVENT_CNI_CONFIG_FAILED
 
 log = logging.getLogger("routectl.agent")
@@ -82,12 +83,19 @@ class AgentLoop:
     def sync_once(self) -> SyncResult:
         """Read the Node and pools, apply the masquerade chains, then the CNI config.
 
-        The CNI config comes second and only once the masquerade sync went through: it is what lets the
-        runtime start pods, so no pod starts on a node whose egress would leave un-masqueraded.
+        The CNI config comes second and only once the masquerade rules are in: it is what lets the
+        runtime start pods, so no pod starts on a node whose egress would leave un-masqueraded. Forwarding
+        that cannot be switched on (read-only /proc/sys) does not hold it back: the rules are in place by
+        then, and the bridge plugin turns forwarding on itself for its first pod.
         """
         node, pools = self.source.fetch()
         desired = compute_desired(node, pools, random_fully=self.random_fully)
-        result = self.syncer.sync(desired)
+        try:
+            result = self.syncer.sync(desired)
+        except SysctlError:
+            if self.cni is not None:
+                self.cni.sync(node)
+            raise
         if self.cni is not None:
             result.cni = self.cni.sync(node)
         cni_state = "off" if result.cni is None else (

@@ -6,7 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from routectl.agent import rules
+from routectl.agent.cnisync import CniSyncer
 from routectl.agent.iptables import Iptables, Runner, detect_backend
+from routectl.agent.main import AgentLoop
 from routectl.agent.sync import MasqSyncer, compute_desired
 from routectl.agent.sysctl import SysctlError, ensure_forwarding
 from routectl.cli import main as cli_main
@@ -237,6 +239,28 @@ def test_read_only_proc_sys_still_gets_rules_then_a_clear_error(netns: NetnsFact
     assert chain_lines(ns, "nft") == [rules.jump_rule(), *rules.chain_rules(GOOD.specs[4])]
     ns.sysctl("net.ipv4.ip_forward", "1")  # the operator sets it on the node: the agent is content
     assert syncer.sync(GOOD).writes == 0
+
+
+def test_read_only_proc_sys_still_gets_the_cni_config(netns: NetnsFactory, tmp_path):
+    """Forwarding off and not writable: the rules go in, the CNI config is written too (the bridge
+    plugin enables forwarding for its first pod), and the sync still reports the error."""
+    ns = netns("node")
+    read_only = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"', "sh")
+    runner = Runner((*ns.prefix, *read_only))
+    node_obj = node("10.244.1.0/24")
+
+    class Source:
+        def fetch(self):
+            return node_obj, [pool(["10.244.0.0/16"], ["10.0.0.0/24"])]
+
+    cni_syncer = CniSyncer(conf_dir=str(tmp_path), bin_dirs=["/usr/lib/cni"], mtu=1500, runner=runner)
+    masq = MasqSyncer(Iptables(runner=runner, backend="nft"))
+    loop = AgentLoop(Source(), masq, cni=cni_syncer)  # type: ignore[arg-type]
+    with pytest.raises(SysctlError):
+        loop.sync_once()
+    assert chain_lines(ns, "nft") == [rules.jump_rule(), *rules.chain_rules(GOOD.specs[4])]
+    assert cni_syncer.path.exists() and cni_syncer.writes == 1
 
 
 @pytest.mark.parametrize("used", BACKENDS)
