@@ -304,3 +304,21 @@ def test_sixty_four_non_masquerade_cidrs_round_trip(netns: NetnsFactory, backend
     syncer = MasqSyncer(ipt_in(ns, backend))
     assert syncer.sync(desired).writes == 1
     assert syncer.sync(desired).writes == 0
+
+
+def test_cni_mtu_comes_from_the_default_route_interface_or_is_an_error(netns: NetnsFactory, tmp_path):
+    """No default route and no --cni-mtu: a clear error, no file; with an IPv6-only default route the
+    MTU of that interface is used."""
+    ns = netns("node")
+    reports: list[str] = []
+    syncer = CniSyncer(conf_dir=str(tmp_path), bin_dirs=["/usr/lib/cni"], runner=Runner(ns.prefix),
+                       report=reports.append)
+    result = syncer.sync(node("fd00:10:244:1::/64"))
+    assert result.errors and "--cni-mtu" in reports[0] and not syncer.path.exists()
+    ns.ip("link", "add", "eth0", "mtu", "1380", "type", "veth", "peer", "name", "eth0p")
+    ns.ip("link", "set", "eth0p", "up")
+    ns.ip("link", "set", "eth0", "up")
+    ns.ip("-6", "addr", "add", "fd00:a::10/64", "dev", "eth0", "nodad")
+    ns.ip("-6", "route", "add", "default", "via", "fd00:a::1", "dev", "eth0")
+    assert syncer.sync(node("fd00:10:244:1::/64")).written
+    assert '"mtu": 1380' in syncer.path.read_text()
