@@ -30,6 +30,8 @@ EVENT_ROUTE_LIMIT_NEARING = "RouteLimitNearing"
 EVENT_ROUTE_LIMIT_REACHED = "RouteLimitReached"
 EVENT_POOL_INVALID = "PoolInvalid"
 EVENT_MASQUERADE_INVALID = "MasqueradeConfigInvalid"
+# The agent could not write the node's CNI config (bad podCIDR, plugins missing, directory not writable).
+EVENT_CNI_CONFIG_FAILED = "CNIConfigFailed"
 
 # Pool condition types.
 POOL_READY = "Ready"

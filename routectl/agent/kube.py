@@ -54,7 +54,7 @@ class KubeSource:
         pools = self.custom.list_cluster_custom_object(GROUP, VERSION, POOL_PLURAL)
         return node, list(pools.get("items") or [])
 
-    def record_event(self, message: str) -> None:
+    def record_event(self, message: str, reason: str = EVENT_MASQUERADE_INVALID) -> None:
         """A Warning Event on the Node (namespace default, as the kubelet does) with `message`."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         uid = self._node_uid
@@ -64,7 +64,7 @@ class KubeSource:
             "metadata": {"name": f"{self.node_name}.{uuid.uuid4().hex[:16]}", "namespace": "default"},
             "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": self.node_name,
                                **({"uid": uid} if uid else {})},
-            "reason": EVENT_MASQUERADE_INVALID,
+            "reason": reason,
             "message": message[:1024],
             "type": "Warning",
             "source": {"component": AGENT_COMPONENT, "host": self.node_name},

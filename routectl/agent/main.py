@@ -12,9 +12,13 @@ from typing import Any, Protocol
 
 import click
 
+from routectl.agent import cni
+from routectl.agent.cnisync import CniSyncer, CniWriteError
 from routectl.agent.iptables import BACKENDS, Iptables, IptablesError, Runner
 from routectl.agent.rules import RulesError
 from routectl.agent.sync import MasqSyncer, SyncResult, compute_desired
+from routectl.agent.sysctl import SysctlError
+from routectl.constants import EVENT_CNI_CONFIG_FAILED
 
 log = logging.getLogger("routectl.agent")
 
@@ -25,6 +29,15 @@ _STOP_POLL_SECONDS = 0.5
 def make_runner(netns: str | None) -> Runner:
     """A Runner for the host, or one that runs every command inside network namespace `netns`."""
     return Runner(prefix=("ip", "netns", "exec", netns) if netns else ())
+
+
+def cleanup_cni(syncer: CniSyncer) -> str:
+    """Remove the agent's CNI config file; a line saying what happened."""
+    try:
+        removed = syncer.cleanup()
+    except (CniWriteError, OSError) as exc:
+        return f"CNI config not removed: {exc}"
+    return f"removed CNI config {syncer.path}" if removed else f"no CNI config at {syncer.path}"
 
 
 def cleanup(runner: Runner) -> list[str]:
@@ -65,15 +78,32 @@ class AgentLoop:
     syncer: MasqSyncer
     resync: float = 60.0
     random_fully: bool = True
+    cni: CniSyncer | None = None  # None: the cluster brings its own CNI config
 
     def sync_once(self) -> SyncResult:
-        """Read the Node and pools, compute the desired chains and apply them."""
+        """Read the Node and pools, apply the masquerade chains, then the CNI config.
+
+        The CNI config comes second and only once the masquerade rules are in: it is what lets the
+        runtime start pods, so no pod starts on a node whose egress would leave un-masqueraded. Forwarding
+        that cannot be switched on (read-only /proc/sys) does not hold it back: the rules are in place by
+        then, and the bridge plugin turns forwarding on itself for its first pod.
+        """
         node, pools = self.source.fetch()
         desired = compute_desired(node, pools, random_fully=self.random_fully)
-        result = self.syncer.sync(desired)
-        level = logging.INFO if result.writes or result.errors else logging.DEBUG
-        log.log(level, "sync: families=%s writes=%d errors=%d kept_last_good=%s", result.families,
-                result.writes, len(result.errors), result.kept_last_good)
+        try:
+            result = self.syncer.sync(desired)
+        except SysctlError:
+            if self.cni is not None:
+                self.cni.sync(node)
+            raise
+        if self.cni is not None:
+            result.cni = self.cni.sync(node)
+        cni_state = "off" if result.cni is None else (
+            "error" if result.cni.errors else "written" if result.cni.written else "unchanged")
+        busy = result.writes or result.errors or (result.cni and (result.cni.written or result.cni.errors))
+        log.log(logging.INFO if busy else logging.DEBUG,
+                "sync: families=%s writes=%d errors=%d kept_last_good=%s cni=%s", result.families,
+                result.writes, len(result.errors), result.kept_last_good, cni_state)
         return result
 
     def run(self, stop: threading.Event) -> None:
@@ -95,6 +125,20 @@ class AgentLoop:
         self.source.stop_watches()
 
 
+def _cni_settings(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Reject a bad bridge/network/file name at start-up with the renderer's own message."""
+    try:
+        if param.name == "cni_conf_file":
+            cni.validate_conf_file(value)
+        elif param.name == "cni_bridge":
+            cni.CniSettings(bridge=value)
+        elif param.name == "cni_network_name":
+            cni.CniSettings(network_name=value)
+    except cni.CniConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 @click.command("agent")
 @click.option("--node-name", envvar="NODE_NAME", help="This node's name (env NODE_NAME, downward API).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
@@ -105,18 +149,53 @@ class AgentLoop:
               help="MASQUERADE --random-fully (fully randomised source ports).")
 @click.option("--iptables-backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
               show_default=True, help="auto picks the backend the node's rules already use.")
-@click.option("--netns", default=None, help="Run iptables/sysctl inside this network namespace (testing).")
-@click.option("--cleanup", "do_cleanup", is_flag=True, help="Remove routectl's jump and chain, then exit.")
+@click.option("--manage-cni/--no-manage-cni", default=True, show_default=True,
+              help="Write the node's CNI config (bridge + host-local + portmap) from its podCIDRs; "
+                   "--no-manage-cni for clusters that bring their own CNI.")
+@click.option("--cni-conf-dir", default=cni.DEFAULT_CONF_DIR, show_default=True,
+              help="Directory the container runtime loads CNI configs from.")
+@click.option("--cni-conf-file", default=cni.DEFAULT_CONF_FILE, show_default=True, callback=_cni_settings,
+              help="File name of routectl's .conflist in --cni-conf-dir (the runtime uses the first in "
+                   "lexical order).")
+@click.option("--cni-bin-dir", "cni_bin_dirs", multiple=True, default=cni.DEFAULT_BIN_DIRS,
+              show_default=True, help="Where the plugin binaries (bridge, host-local, portmap, loopback) "
+                                      "are; repeatable. They come from the node image's CNI plugins package.")
+@click.option("--cni-mtu", type=click.IntRange(cni.MIN_MTU[4], cni.MAX_MTU), default=None,
+              help="Pod interface MTU. Default: the MTU of the node's primary interface (the one with "
+                   "the default route).")
+@click.option("--cni-bridge", default=cni.DEFAULT_BRIDGE, show_default=True, callback=_cni_settings,
+              help="Name of the node bridge the pods attach to (the pods' gateway).")
+@click.option("--cni-network-name", default=cni.DEFAULT_NETWORK_NAME, show_default=True,
+              callback=_cni_settings, help="CNI network name (also host-local's lease directory name).")
+@click.option("--cni-ipam-data-dir", default=None,
+              help="host-local's lease directory (its dataDir). Default: host-local's /var/lib/cni/networks.")
+@click.option("--netns", default=None,
+              help="Run iptables, sysctl and ip (the MTU) inside this network namespace (testing).")
+@click.option("--cleanup", "do_cleanup", is_flag=True,
+              help="Remove routectl's jump and chain and its CNI config file, then exit.")
+@click.option("--keep-cni-config", is_flag=True,
+              help="With --cleanup: leave the CNI config file in place (pods keep being wired).")
 @click.option("--once", is_flag=True, help="Sync once and exit (non-zero on any error).")
 @click.option("--log-level", default="INFO", show_default=True)
 def agent(node_name: str | None, kubeconfig: str | None, resync: float, random_fully: bool,
-          iptables_backend: str, netns: str | None, do_cleanup: bool, once: bool, log_level: str) -> None:
-    """Node agent: masquerade pod egress to the internet; pod-to-pod and pod-to-node stay NAT-less."""
+          iptables_backend: str, manage_cni: bool, cni_conf_dir: str, cni_conf_file: str,
+          cni_bin_dirs: tuple[str, ...], cni_mtu: int | None, cni_bridge: str, cni_network_name: str,
+          cni_ipam_data_dir: str | None, netns: str | None, do_cleanup: bool, keep_cni_config: bool,
+          once: bool, log_level: str) -> None:
+    """Node agent: masquerade pod egress to the internet (pod-to-pod and pod-to-node stay NAT-less) and
+    write the node's CNI config from its podCIDRs."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runner = make_runner(netns)
+    cni_syncer = CniSyncer(
+        conf_dir=cni_conf_dir, conf_file=cni_conf_file, bin_dirs=cni_bin_dirs, mtu=cni_mtu, runner=runner,
+        settings=cni.CniSettings(network_name=cni_network_name, bridge=cni_bridge,
+                                 ipam_data_dir=cni_ipam_data_dir),
+    ) if manage_cni else None
     if do_cleanup:
         removed = cleanup(runner)
         click.echo("removed routectl masquerade rules: " + (", ".join(removed) if removed else "none found"))
+        if cni_syncer is not None and not keep_cni_config:
+            click.echo(cleanup_cni(cni_syncer))
         return
     if not node_name:
         raise click.UsageError("--node-name (or env NODE_NAME) is required")
@@ -131,13 +210,19 @@ def agent(node_name: str | None, kubeconfig: str | None, resync: float, random_f
     def report(message: str) -> None:
         source.record_event(message)
 
-    loop = AgentLoop(source, MasqSyncer(ipt, report=report), resync=resync, random_fully=random_fully)
+    def report_cni(message: str) -> None:
+        source.record_event(message, reason=EVENT_CNI_CONFIG_FAILED)
+
+    if cni_syncer is not None:
+        cni_syncer.report = report_cni
+    loop = AgentLoop(source, MasqSyncer(ipt, report=report), resync=resync, random_fully=random_fully,
+                     cni=cni_syncer)
     if once:
         try:
             result = loop.sync_once()
         except Exception as exc:
             raise click.ClickException(f"sync failed: {exc}") from exc
-        if result.errors:
+        if result.errors or (result.cni is not None and result.cni.errors):
             sys.exit(1)
         return
     stop = threading.Event()

@@ -10,7 +10,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routectl.agent import rules
 from routectl.agent.iptables import Iptables
@@ -19,6 +19,9 @@ from routectl.ipam.errors import InvalidCIDRError, PoolSpecError
 from routectl.ipam.model import PoolSpec
 from routectl.ipam.netutil import parse_cidr
 from routectl.ipam.validate import non_masquerade_problem
+
+if TYPE_CHECKING:
+    from routectl.agent.cnisync import CniResult
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +141,14 @@ def compute_desired(
 
 @dataclass
 class SyncResult:
-    """What one sync did: writes made, families handled, errors met, whether last-good rules were kept."""
+    """What one sync did: writes made, families handled, errors met, whether last-good rules were kept;
+    `cni` is the CNI config sync's result when the agent manages the CNI config."""
 
     writes: int = 0
     families: tuple[int, ...] = ()
     errors: tuple[str, ...] = ()
     kept_last_good: bool = False
+    cni: CniResult | None = None
 
 
 @dataclass

@@ -21,8 +21,35 @@ def test_agent_is_registered_with_its_options():
     result = CliRunner().invoke(cli_main, ["agent", "--help"])
     assert result.exit_code == 0
     for option in ("--node-name", "--kubeconfig", "--resync", "--random-fully / --no-random-fully",
-                   "--iptables-backend", "--cleanup", "--once"):
+                   "--iptables-backend", "--cleanup", "--once", "--manage-cni / --no-manage-cni",
+                   "--cni-conf-dir", "--cni-conf-file", "--cni-bin-dir", "--cni-mtu", "--cni-bridge",
+                   "--cni-network-name", "--cni-ipam-data-dir", "--keep-cni-config"):
         assert option in result.output
+    assert "/etc/cni/net.d" in result.output and "10-routectl.conflist" in result.output
+
+
+def test_cleanup_removes_the_cni_config_unless_told_to_keep_it(tmp_path: Path):
+    conf = tmp_path / "10-routectl.conflist"
+    conf.write_text('{"cniVersion": "1.0.0", "name": "routectl", "plugins": []}\n')
+    env = {"PATH": str(tmp_path)}  # no iptables here: only the CNI part has something to remove
+    keep = CliRunner().invoke(cli_main, ["agent", "--cleanup", "--keep-cni-config", "--cni-conf-dir",
+                                         str(tmp_path)], env=env)
+    assert keep.exit_code == 0 and conf.exists(), keep.output
+    off = CliRunner().invoke(cli_main, ["agent", "--cleanup", "--no-manage-cni", "--cni-conf-dir",
+                                        str(tmp_path)], env=env)
+    assert off.exit_code == 0 and conf.exists(), off.output
+    result = CliRunner().invoke(cli_main, ["agent", "--cleanup", "--cni-conf-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 0 and not conf.exists()
+    assert f"removed CNI config {conf}" in result.output
+
+
+def test_bad_cni_names_are_refused_at_start_up():
+    for args, option in ((["--cni-bridge", "a-name-far-too-long"], "--cni-bridge"),
+                         (["--cni-conf-file", "routectl.conf"], "--cni-conf-file"),
+                         (["--cni-network-name", "-x"], "--cni-network-name"),
+                         (["--cni-mtu", "100"], "--cni-mtu")):
+        result = CliRunner().invoke(cli_main, ["agent", "--node-name", "n1", *args])
+        assert result.exit_code == 2 and option in result.output, result.output
 
 
 def test_missing_iptables_is_a_clear_error(tmp_path: Path):
