@@ -76,7 +76,7 @@ def test_iam_permissions_recorded(gce: GCEHarness) -> None:
     assert gce.fake.required_permissions() == {
         "compute.routes.list", "compute.projects.get", "compute.instances.get", "compute.routes.insert",
         "compute.networks.updatePolicy", "compute.instances.use", "compute.globalOperations.get",
-        "compute.routes.delete"}
+        "compute.routes.delete", "cloudquotas.quotas.get"}
 
 
 def test_fake_rejects_bad_names_and_duplicates(gce: GCEHarness) -> None:
