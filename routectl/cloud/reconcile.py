@@ -472,7 +472,8 @@ class RouteReconciler:
                 c = caps[key]
                 seen = full.get((c.table, c.family)) or full.get((c.table, None))
                 limit = seen if seen is not None else c.limit
-                how = " (limit learned from the cloud's refusal)" if seen is not None else ""
+                api = {"aws": "EC2", "gce": "GCE"}.get(c.provider, "the cloud")
+                how = f" (limit learned from {api}: it refused the next route)" if seen is not None else ""
                 msg = (f"{c.provider} route table {c.display_id}: the cloud refused new routes at "
                        f"{limit}{how}.{f' {c.note}.' if c.note else ''} Ways out: {ways_out(c, limit + 1)}.")
                 warnings.append(LimitWarning("reached", c.display_id, limit, limit, msg, len(by_cap[key]),
