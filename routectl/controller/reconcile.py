@@ -348,7 +348,7 @@ class Controller:
         self.metrics.count_route_ops(result)
         self.tables = list(result.tables)
         for t in self.tables:
-            self.metrics.set_table(t.table, t.used, t.limit)
+            self.metrics.set_table(t.display_id, t.used, t.limit)
         self.warnings = merge_warnings(self.warnings, list(result.warnings), full)
         return [w for w in result.warnings if (w.kind, w.table, w.message) not in known]
 
@@ -642,7 +642,7 @@ class Controller:
         waiting = self.exhausted.get(view.name) or {}
         if facts.free == 0 and waiting:  # full, and someone waits (room again: they are served at once)
             facts.exhausted = f"{len(waiting)} node(s) wait for a block: " + next(iter(waiting.values()))
-        facts.tables = [{"id": t.table, "used": t.used, "limit": t.limit} for t in self.tables]
+        facts.tables = [t.status_entry() for t in self.tables]
         for w in self.warnings:
             if w.kind == "reached":
                 facts.reached = w.message

@@ -36,6 +36,8 @@ GCE_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.instances.get": frozenset({"compute.instances.get"}),
     "compute.instances.list": frozenset({"compute.instances.list"}),
     "compute.projects.get": frozenset({"compute.projects.get"}),
+    # Cloud Quotas API: QuotaInfo get and list are both cloudquotas.quotas.get (roles/cloudquotas.viewer)
+    "cloudquotas.quotas.get": frozenset({"cloudquotas.quotas.get"}),
 }
 AWS_SERVICES = ("ec2:", "servicequotas:")
 # A resource ARN each AWS action acts on, to check the policy's Resource scoping covers it.
@@ -76,7 +78,7 @@ def gce_granted() -> set[str]:
     assert set(role) == {"title", "description", "stage", "includedPermissions"}
     perms = role["includedPermissions"]
     assert perms == sorted(set(perms)), "keep the permissions sorted and unique"
-    assert all(p.startswith("compute.") and "*" not in p for p in perms)
+    assert all(p.startswith(("compute.", "cloudquotas.")) and "*" not in p for p in perms)
     return set(perms)
 
 
@@ -167,7 +169,9 @@ def test_the_workloads_reach_every_cloud_call_the_drivers_can_make(calls: dict[s
     assert ops, "no driver calls found: has the call-site convention changed?"
     seen = set(calls["aws"]) | set(calls["gce"])
     # The fake GCE labels by method; operation wait is served as (and needs) globalOperations.get.
-    label = {"globalOperations.wait": "compute.globalOperations.get"}
+    label = {"globalOperations.wait": "compute.globalOperations.get",
+             "cloudquotas.quotaInfos.get": "cloudquotas.quotas.get",
+             "cloudquotas.quotaInfos.list": "cloudquotas.quotas.get"}
     missing = sorted(op for op in ops
                      if (op if ":" in op else label.get(op, f"compute.{op}")) not in seen)
     assert missing == [], f"driver calls no workload exercised (extend workload.py): {missing}"
