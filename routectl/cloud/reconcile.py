@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -222,6 +222,15 @@ class RouteReconciler:
                 self.warn_percent = warn_percent
             if hasattr(self.driver, "pools"):
                 self.driver.pools = pools
+            self._view = None
+            self._caps = None
+
+    def set_node_masks(self, masks: Mapping[str, int]) -> None:
+        """Pool CIDR -> node mask: drivers that decide ownership by shape (AWS: exactly one node block)
+        adopt them; the cached view, whose ownership flags used the old masks, is dropped."""
+        with self._lock:
+            if hasattr(self.driver, "node_masks"):
+                self.driver.node_masks = dict(masks)
             self._view = None
             self._caps = None
 

@@ -47,7 +47,7 @@ from routectl.controller.state import (
 )
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
-from routectl.ipam.model import PoolSpec, route_scope
+from routectl.ipam.model import PoolSpec, node_masks, route_scope
 from routectl.routes.model import NodeRoutes, NodeRouteStatus, canonical_or_raw
 
 REASON_CLOUD_ERROR = "CloudError"
@@ -225,6 +225,8 @@ class Controller:
             self.routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
         else:  # in a thread: it waits for the reconciler's lock, which a running sync holds
             await asyncio.to_thread(self.routes.set_cluster_cidrs, list(cidrs), warn)
+        if hasattr(self.routes, "set_node_masks"):  # ownership = exactly one node block of a pool
+            await asyncio.to_thread(self.routes.set_node_masks, node_masks(specs))
         self.cluster_cidrs, self.warn_percent = cidrs, warn
 
     async def pool_changed(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:

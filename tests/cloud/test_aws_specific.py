@@ -197,3 +197,29 @@ def test_ipv6_route_uses_ipv6_destination(aws: AWSHarness) -> None:
     node = NodeRoutes("n", "u", aws.add_node("node-1", ()).provider_id, ("fd00:10:244:7::/64",))
     aws.reconciler().sync([node])
     assert "fd00:10:244:7::/64" in aws.routes_to()
+
+
+def test_ownership_follows_the_pools_node_mask(aws: AWSHarness) -> None:
+    """A pool cut in /26 blocks: its /26 node routes are ours (kept, not re-created), while a /24 to an ENI
+    and a blackholed /20 inside the same pool are foreign and survive a sync with no node at all."""
+    table = aws.sim.route_table_ids[0]
+    nodes = [aws.add_node(f"n{i}", (f"10.244.0.{64 * i}/26",)) for i in range(3)]
+    ec2 = aws.sim.client()
+    eni = ec2.create_network_interface(SubnetId=next(iter(aws.sim.subnets.values())))["NetworkInterface"]
+    aws.sim.add_foreign_route(table, "10.244.9.0/24", NetworkInterfaceId=eni["NetworkInterfaceId"])
+    gone = ec2.create_network_interface(SubnetId=next(iter(aws.sim.subnets.values())))["NetworkInterface"]
+    aws.sim.add_foreign_route(table, "10.244.32.0/20", NetworkInterfaceId=gone["NetworkInterfaceId"])
+    ec2.delete_network_interface(NetworkInterfaceId=gone["NetworkInterfaceId"])
+    assert aws.sim.routes(table)["10.244.32.0/20"]["state"] == "blackhole"
+    rec = RouteReconciler(aws.driver(route_table_ids=[table]), CLUSTER_CIDRS)
+    rec.set_node_masks({"10.244.0.0/16": 26, "fd00:10:244::/56": 64})
+    assert all(s.ok for s in rec.sync(nodes).nodes.values())
+    aws.reset_log()
+    again = RouteReconciler(aws.driver(route_table_ids=[table]), CLUSTER_CIDRS)
+    again.set_node_masks({"10.244.0.0/16": 26})
+    res = again.sync(nodes)
+    assert res.actions == [] and all(s.ok for s in res.nodes.values()) and aws.mutating_calls() == 0
+    again.sync([])
+    left = aws.sim.routes(table)
+    assert "10.244.9.0/24" in left and "10.244.32.0/20" in left
+    assert not any(f"10.244.0.{64 * i}/26" in left for i in range(3))
