@@ -175,3 +175,14 @@ def test_the_workloads_reach_every_cloud_call_the_drivers_can_make(calls: dict[s
     missing = sorted(op for op in ops
                      if (op if ":" in op else label.get(op, f"compute.{op}")) not in seen)
     assert missing == [], f"driver calls no workload exercised (extend workload.py): {missing}"
+
+
+def test_metrics_are_not_public_in_the_manifests() -> None:
+    """The controller runs with hostNetwork: unless the manifests opt in, /metrics stays loopback-only."""
+    from routectl.controller.config import ENV_VARS
+
+    text = (DEPLOY / "base" / "controller.yaml").read_text(encoding="utf-8")
+    docs = [d for d in yaml.safe_load_all(text) if d and d.get("kind") == "Deployment"]
+    ctrs = [c for d in docs for c in d["spec"]["template"]["spec"]["containers"]]
+    env = {e["name"]: e.get("value") for c in ctrs for e in c.get("env") or []}
+    assert str(env.get(ENV_VARS["metrics_public"], "false")).lower() in ("false", "0", "")
