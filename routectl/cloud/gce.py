@@ -147,6 +147,7 @@ class GCERouteDriver(UsesCloudCaller):
         self.quota_ttl = quota_ttl
         self._static_quota: tuple[float, int | None, str] | None = None  # (expires, limit, note)
         self._learned: tuple[float, int, str] | None = None  # (expires, limit, quota name)
+        self._network_id: str | None = None  # numeric id: the network_id dimension of per-network quotas
 
     # ----- plumbing -----
     def _clients(self) -> Any:
@@ -160,6 +161,7 @@ class GCERouteDriver(UsesCloudCaller):
                 "ops": (compute_v1.GlobalOperationsClient, "global_operations"),
                 "instances": (compute_v1.InstancesClient, "instances"),
                 "projects": (compute_v1.ProjectsClient, "projects"),
+                "networks": (compute_v1.NetworksClient, "networks"),
             }
             from google.cloud import cloudquotas_v1
 
@@ -454,6 +456,7 @@ class GCERouteDriver(UsesCloudCaller):
         if self._static_quota and self._static_quota[0] > now:
             return self._static_quota[1], self._static_quota[2]
         parent = f"projects/{self.project}/locations/global/services/{QUOTAS_SERVICE}"
+        net_id = self._network_numeric_id()
         client = self._clients()["quotas"]
         info: Any = None
         note = ""
@@ -476,12 +479,26 @@ class GCERouteDriver(UsesCloudCaller):
         if info is not None:
             values = [(dict(d.dimensions), int(d.details.value)) for d in info.dimensions_infos
                       if d.details and d.details.value >= 0]
-            ours = [v for dims, v in values if dims.get("network_id") in (self.network, None) and dims]
-            limit = min(ours) if ours else (min(v for _, v in values) if values else None)
+            ours = [v for dims, v in values if net_id is not None and dims.get("network_id") == net_id]
+            default = [v for dims, v in values if "network_id" not in dims]
+            # our network's own value, else the default; the smallest of all only when neither is known
+            pick = ours or default or [v for _, v in values]
+            limit = min(pick) if pick else None
         elif not note:
             note = "STATIC_ROUTES_PER_NETWORK is not reported by the Cloud Quotas API"
         self._static_quota = (now + self.quota_ttl, limit, note)
         return limit, note
+
+    def _network_numeric_id(self) -> str | None:
+        """Our network's numeric id (per-network quota values are keyed by it); None when unreadable."""
+        if self._network_id is None:
+            try:
+                net = self._call("networks.get", lambda: self._clients()["networks"].get(
+                    project=self.project, network=self.network, retry=None, timeout=self.call_timeout))
+            except gexc.GoogleAPICallError:
+                return None
+            self._network_id = str(net.id)
+        return self._network_id
 
     def learn_limit(self, message: str) -> tuple[int | None, str]:
         """An insert was refused with QUOTA_EXCEEDED: the network's static-route count now is the limit of

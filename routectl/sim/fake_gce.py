@@ -90,6 +90,10 @@ class FakeGCE(ServedFake, InjectsFaults):
         self.routes_quota = routes_quota  # project ROUTES (deprecated); None: the project does not report it
         self.static_routes_quota = static_routes_quota  # per network; None: not enforced nor reported
         self.quotas_api_denied = quotas_api_denied
+        # network numeric id -> STATIC_ROUTES_PER_NETWORK granted to that network (a quota preference);
+        # it replaces static_routes_quota (the default) for that network
+        self.network_quota_overrides: dict[str, int] = {}
+        self.network_ids: dict[str, str] = {}
         self.rate_limit_status = rate_limit_status
         self.latency = latency
         self.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, error_rate=error_rate,
@@ -229,6 +233,15 @@ class FakeGCE(ServedFake, InjectsFaults):
     def _quota_usage(self) -> int:
         return len(self.routes)
 
+    def network_id(self, network: str | None = None) -> str:
+        """The numeric id of a network (stable once asked for)."""
+        with self._lock:
+            return self.network_ids.setdefault(network or self.network, str(next(self._ids)))
+
+    def static_routes_limit(self) -> int | None:
+        """STATIC_ROUTES_PER_NETWORK of our network: its override, else the default."""
+        return self.network_quota_overrides.get(self.network_id(), self.static_routes_quota)
+
     def network_static_routes(self, network: str | None = None) -> int:
         """Static routes of one network (every route here is static), IPv4 and IPv6 together."""
         url = self.network_url(network)
@@ -238,12 +251,15 @@ class FakeGCE(ServedFake, InjectsFaults):
         from routectl.cloud.gce import STATIC_ROUTES_METRIC, STATIC_ROUTES_QUOTA_ID
 
         parent = f"projects/{self.project}/locations/global/services/compute.googleapis.com"
+        overrides = sorted(self.network_quota_overrides.items())
+        infos = [{"dimensions": {"network_id": net_id}, "details": {"value": str(value)},
+                  "applicableLocations": ["global"]} for net_id, value in overrides]
+        infos.append({"dimensions": {}, "details": {"value": str(self.static_routes_quota)},
+                      "applicableLocations": ["global"]})
         return {"name": f"{parent}/quotaInfos/{STATIC_ROUTES_QUOTA_ID}", "quotaId": STATIC_ROUTES_QUOTA_ID,
                 "metric": STATIC_ROUTES_METRIC, "service": "compute.googleapis.com", "isPrecise": True,
                 "containerType": "PROJECT", "dimensions": ["network_id"],
-                "quotaDisplayName": "Static routes per VPC network",
-                "dimensionsInfos": [{"dimensions": {}, "details": {"value": str(self.static_routes_quota)},
-                                     "applicableLocations": ["global"]}]}
+                "quotaDisplayName": "Static routes per VPC network", "dimensionsInfos": infos}
 
     def handle_quotas(self, method: str, parts: list[str]) -> tuple[int, Any]:
         """The Cloud Quotas API: GET .../quotaInfos[/{id}] for compute.googleapis.com."""
@@ -321,6 +337,8 @@ class FakeGCE(ServedFake, InjectsFaults):
             return "compute.instances.get", False
         if rest[0] == "zones" and len(rest) == 3 and rest[2] == "instances":
             return "compute.instances.list", False
+        if rest[:2] == ["global", "networks"] and len(rest) == 3:
+            return "compute.networks.get", False
         return "compute.unknown", False
 
     def _dispatch(self, method: str, rest: list[str], query: dict[str, list[str]],
@@ -346,6 +364,13 @@ class FakeGCE(ServedFake, InjectsFaults):
                 if method == "DELETE":
                     link = self.routes.pop(name)["selfLink"]
                     return 200, self._new_op("delete", link)
+        if rest[:2] == ["global", "networks"] and len(rest) == 3 and method == "GET":
+            if rest[2] != self.network:
+                raise _HTTPError(404, "notFound", f"The resource 'projects/{self.project}/global/networks/"
+                                 f"{rest[2]}' was not found")
+            net_id = self.network_id(rest[2])
+            return 200, {"kind": "compute#network", "id": net_id, "name": rest[2],
+                         "selfLink": self.network_url(rest[2])}
         if rest[:2] == ["global", "operations"] and len(rest) >= 3:
             name = rest[2]
             if name not in self.operations:
@@ -393,8 +418,9 @@ class FakeGCE(ServedFake, InjectsFaults):
                              f"The resource 'projects/{self.project}/global/routes/{name}' already exists")
         link = f"{BASE}/projects/{self.project}/global/routes/{name}"
         msg = ""
-        if self.static_routes_quota is not None and self.network_static_routes() >= self.static_routes_quota:
-            msg = (f"Quota 'STATIC_ROUTES_PER_NETWORK' exceeded.  Limit: {float(self.static_routes_quota)} "
+        static = self.static_routes_limit()
+        if static is not None and self.network_static_routes() >= static:
+            msg = (f"Quota 'STATIC_ROUTES_PER_NETWORK' exceeded.  Limit: {float(static)} "
                    f"in network {self.network}.")
         elif self.routes_quota is not None and self._quota_usage() >= self.routes_quota:
             msg = f"Quota 'ROUTES' exceeded.  Limit: {float(self.routes_quota)} globally."

@@ -76,7 +76,7 @@ def test_iam_permissions_recorded(gce: GCEHarness) -> None:
     assert gce.fake.required_permissions() == {
         "compute.routes.list", "compute.projects.get", "compute.instances.get", "compute.routes.insert",
         "compute.networks.updatePolicy", "compute.instances.use", "compute.globalOperations.get",
-        "compute.routes.delete", "cloudquotas.quotas.get"}
+        "compute.routes.delete", "cloudquotas.quotas.get", "compute.networks.get"}
 
 
 def test_fake_rejects_bad_names_and_duplicates(gce: GCEHarness) -> None:
@@ -188,3 +188,13 @@ def test_default_rates_stay_below_the_published_budgets() -> None:
 
     assert gce.DEFAULT_RATE * 60 < 1500 and gce.DEFAULT_BURST < 1500
     assert aws.DEFAULT_RATE < 5 and aws.DEFAULT_BURST < 50
+
+
+def test_a_networks_own_static_routes_quota_wins_over_the_default(gce: GCEHarness) -> None:
+    """Quota preferences are per network (dimension network_id = the network's numeric id): our network's
+    value applies, not the project default and not another network's."""
+    gce.fake.static_routes_quota = 10
+    gce.fake.network_quota_overrides = {gce.fake.network_id(): 40, gce.fake.network_id("other-net"): 5}
+    drv = gce.driver()
+    [cap] = drv.capacity(drv.list_routes())
+    assert cap.limit == 40 and "STATIC_ROUTES_PER_NETWORK" in cap.quota_name

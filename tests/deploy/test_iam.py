@@ -38,6 +38,7 @@ GCE_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.projects.get": frozenset({"compute.projects.get"}),
     # Cloud Quotas API: QuotaInfo get and list are both cloudquotas.quotas.get (roles/cloudquotas.viewer)
     "cloudquotas.quotas.get": frozenset({"cloudquotas.quotas.get"}),
+    "compute.networks.get": frozenset({"compute.networks.get"}),
 }
 AWS_SERVICES = ("ec2:", "servicequotas:")
 # A resource ARN each AWS action acts on, to check the policy's Resource scoping covers it.
