@@ -487,6 +487,11 @@ class RouteReconciler:
                        f"{limit}{how}.{f' {c.note}.' if c.note else ''} Ways out: {ways_out(c, limit + 1)}.")
                 warnings.append(LimitWarning("reached", c.display_id, limit, limit, msg, len(by_cap[key]),
                                              c.provider, c.quota_name, limit + 1))
+        if limit_failed:  # the cloud just taught a limit: re-read, so the reported capacity says so
+            try:
+                self._refresh()
+            except CloudError:
+                self._view = self._caps = None
         statuses = dict(plan.nodes)
         route_reasons = (REASON_ROUTE_PENDING, REASON_ROUTE_CREATED, REASON_ROUTE_LIMIT)
         for name in by_name:
