@@ -103,7 +103,7 @@ def pool_entry(pool: Obj) -> dict[str, Any]:
 def table_entry(cap: TableCapacity) -> dict[str, Any]:
     """One route table (AWS) or the project's route quota (GCE): used / limit / free, and the quota's name."""
     return {"id": cap.display_id, "used": cap.used, "limit": cap.limit, "free": cap.free,
-            "quota": cap.quota_name}
+            "quota": cap.quota_name, "note": cap.note}
 
 
 def limit_advice(cap: TableCapacity | None, needed: int) -> list[str]:

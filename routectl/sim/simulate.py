@@ -16,7 +16,7 @@ by routectl.ops.schema.SIMULATE_SCHEMA)::
                 "routesProgrammed", "conditions": [{"type", "status", "reason", "message"}]}],
      "nodes": [{"name", "podCIDRs": [str], "routes": [{"table", "destination", "nextHop", "state"}],
                 "networkUnavailable": {"status", "reason", "message"}}],
-     "routeTables": [{"id", "used", "limit", "free", "quota"}],
+     "routeTables": [{"id", "used", "limit", "free", "quota", "note"}],
      "warnings": [{"kind", "pool", "table", "used", "limit", "refused", "message", "advice": [str]}],
      "summary": {"nodes", "withPodCIDR", "routed", "withoutRoute", "warnings"}}
 
