@@ -2,18 +2,26 @@
 
 Tables are found by tag `kubernetes.io/cluster/<id>` (owned|shared) or configured IDs. Routes target the
 instance's primary ENI (an InstanceId target fails for multi-ENI instances). Ownership: one of our tables
-AND destination inside one of our pools AND an ENI/instance target (or a blackhole): gateway, NAT, TGW and
-peering routes are never ours. The route limit is the Service Quotas value vpc/L-93826ACB (50 if denied).
-IPv4 and IPv6 routes are counted together against that one per-table limit: AWS documents separate
-IPv4/IPv6 counts for some quotas, so one shared count is the conservative reading (never over-commits).
+AND a destination that is exactly one node block of a pool (aligned, of the pool's node mask for that
+family) AND an ENI/instance target or a blackhole. Anything else (a /20 to a VPN appliance inside a /8
+pool, gateway, NAT, TGW, peering routes) is never ours and survives every operation.
+
+Route limit: the Service Quotas value vpc/L-93826ACB "Routes per route table" (default 500 since
+2025-06-23, adjustable to 1,000), applied to IPv4 and IPv6 routes separately: two capacities per table.
+When the quota cannot be read, nothing is refused blindly: routes are attempted up to the adjustable
+maximum and EC2's RouteLimitExceeded is the authoritative signal (the table's count of that family at that
+moment is its limit, remembered for `quota_ttl` and reported as "limit learned from EC2").
+Every Describe call follows NextToken (EC2 and moto page DescribeInstances even when IDs are given).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -32,22 +40,32 @@ from routectl.cloud.base import (
 from routectl.cloud.caller import CloudCaller, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
 from routectl.cloud.retry import classify
+from routectl.constants import DEFAULT_IPV4_MASK, DEFAULT_IPV6_MASK
 from routectl.routes.model import (
     CloudRoute,
+    Family,
     NodeRoutes,
     TableCapacity,
     canonical_cidr,
-    inside_any,
+    family_of,
     parse_pools,
 )
 
 PROVIDER_ID_RE = re.compile(r"^aws://[^/]*/(?:([a-z]{2}(?:-[a-z]+)+-\d[a-z]?(?:-[a-z0-9-]+)?)/)?(i-[0-9a-f]{8,17})$")
 ROUTE_QUOTA = ("vpc", "L-93826ACB")
-DEFAULT_ROUTE_LIMIT = 50
-QUOTA_DENIED_CODES = ("AccessDenied", "NoSuchResource")  # the only answers that mean "use the default"
+# The most a table can be raised to: the bound routes are attempted up to while the quota is unreadable.
+MAX_ROUTE_LIMIT = 1000
+QUOTA_DENIED_CODES = ("AccessDenied", "NoSuchResource")  # the quota cannot be read: learn it from EC2
+QUOTA_PERMISSION = "servicequotas:GetServiceQuota"
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+# Default rates: EC2's mutating bucket (CreateRoute/ReplaceRoute/DeleteRoute) holds 50 and refills 5/s per
+# account and region, ModifyNetworkInterfaceAttribute 100 / 5/s. Stay below both, leaving room for the
+# account's other tools.
+DEFAULT_RATE = 4.0
+DEFAULT_BURST = 40
 TARGET_KEYS = ("NetworkInterfaceId", "InstanceId", "GatewayId", "NatGatewayId", "TransitGatewayId",
                "VpcPeeringConnectionId", "EgressOnlyInternetGatewayId", "CarrierGatewayId", "LocalGatewayId")
-DESCRIBE_BATCH = 200
+DESCRIBE_BATCH = 200  # instance ids per DescribeInstances request (its pages are followed)
 
 
 def parse_provider_id(provider_id: str | None) -> tuple[str | None, str]:
@@ -80,12 +98,13 @@ class AWSRouteDriver(UsesCloudCaller):
         cluster_cidrs: Sequence[str],
         fix_source_dest_check: bool = True,
         endpoint_url: str | None = None,
-        rate: float = 4.0,
-        burst: int = 100,
+        rate: float = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
         concurrency: int = 16,
         session: boto3.Session | None = None,
         quota_ttl: float = 3600.0,
         quota_retry_ttl: float = 60.0,
+        node_masks: Mapping[str, int] | None = None,
     ) -> None:
         if not cluster_id and not route_table_ids:
             raise ValueError("AWS driver needs a cluster_id (tag kubernetes.io/cluster/<id>) "
@@ -96,6 +115,7 @@ class AWSRouteDriver(UsesCloudCaller):
         self.region = region
         self.configured_tables = list(route_table_ids)
         self.pools = parse_pools(list(cluster_cidrs))
+        self.node_masks = dict(node_masks or {})
         self.fix_source_dest_check = fix_source_dest_check
         self.calls = CallCounter()
         self.caller = CloudCaller(self.calls, TokenBucket(rate, burst), concurrency,
@@ -103,8 +123,10 @@ class AWSRouteDriver(UsesCloudCaller):
         self.quota_ttl = quota_ttl
         self.quota_retry_ttl = quota_retry_ttl
         self.quota_note = ""
-        self._quota: tuple[float, int] | None = None  # (expires, value)
+        self._quota: tuple[float, int | None] | None = None  # (expires, value; None = unreadable)
         self._last_quota: int | None = None  # the last value Service Quotas answered
+        self._learned: dict[tuple[str, str], tuple[float, int]] = {}  # (table, family) -> (expires, limit)
+        self._learn_lock = threading.Lock()
         self._tables: list[str] | None = None
         cfg = Config(retries={"total_max_attempts": 1}, max_pool_connections=concurrency + 4,
                      connect_timeout=10, read_timeout=60)
@@ -118,10 +140,24 @@ class AWSRouteDriver(UsesCloudCaller):
                                      config=cfg)
 
     # ----- plumbing -----
+    def mask_of(self, pool: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+        """The node mask of a pool (its PodCIDRPool's nodeMaskSize, else the CRD's default)."""
+        default = DEFAULT_IPV4_MASK if pool.version == 4 else DEFAULT_IPV6_MASK
+        return self.node_masks.get(str(pool), default)
+
+    def is_node_block(self, dest: str) -> bool:
+        """True when `dest` is exactly one aligned node block of one of our pools (its family's mask)."""
+        try:
+            net = ipaddress.ip_network(dest, strict=True)
+        except ValueError:
+            return False
+        return any(net.version == p.version and net.subnet_of(p)  # type: ignore[arg-type]
+                   and net.prefixlen == self.mask_of(p) for p in self.pools)
+
     def _owned(self, r: dict[str, Any], dest: str) -> bool:
         if r.get("Origin") == "CreateRouteTable" or r.get("GatewayId") == "local":
             return False
-        if not inside_any(dest, self.pools):
+        if not self.is_node_block(dest):
             return False
         if any(r.get(k) for k in TARGET_KEYS if k not in ("NetworkInterfaceId", "InstanceId")):
             return False
@@ -137,25 +173,30 @@ class AWSRouteDriver(UsesCloudCaller):
         return CloudRoute(table=table, destination=dest, target=target, state=r.get("State", "active"),
                           owned=self._owned(r, dest))
 
+    def _pages(self, op: str, method: Callable[..., dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+        """Every page of a Describe call, following NextToken; each page is one retried call (a botocore
+        paginator cannot resume after a failed page, so the token loop is ours)."""
+        pages: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page_kwargs = dict(kwargs, **({"NextToken": token} if token else {}))
+            resp = self._call(op, lambda kw=page_kwargs: method(**kw))
+            pages.append(resp)
+            token = resp.get("NextToken")
+            if not token:
+                return pages
+
     def _describe_tables(self) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {}
         if self.configured_tables:
             kwargs["RouteTableIds"] = self.configured_tables
         else:
             kwargs["Filters"] = [{"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{self.cluster_id}"]}]
-        out: list[dict[str, Any]] = []
-        token = None
-        while True:
-            page_kwargs = dict(kwargs, **({"NextToken": token} if token else {}))
-            try:
-                resp = self._call("ec2:DescribeRouteTables",
-                                  lambda kw=page_kwargs: self.ec2.describe_route_tables(**kw))
-            except ClientError as e:
-                raise CloudError(f"describing route tables: {_code(e)}: {e}") from e
-            out += resp.get("RouteTables", [])
-            token = resp.get("NextToken")
-            if not token:
-                break
+        try:
+            pages = self._pages("ec2:DescribeRouteTables", self.ec2.describe_route_tables, **kwargs)
+        except ClientError as e:
+            raise CloudError(f"describing route tables: {_code(e)}: {e}") from e
+        out = [t for page in pages for t in page.get("RouteTables", [])]
         if not self.configured_tables:
             key = f"kubernetes.io/cluster/{self.cluster_id}"
             out = [t for t in out if any(tag["Key"] == key and tag.get("Value") in ("owned", "shared")
@@ -185,8 +226,9 @@ class AWSRouteDriver(UsesCloudCaller):
         return out
 
     def _describe_instances(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        resp = self._call("ec2:DescribeInstances", lambda: self.ec2.describe_instances(InstanceIds=ids))
-        return {i["InstanceId"]: i for res in resp.get("Reservations", []) for i in res.get("Instances", [])}
+        pages = self._pages("ec2:DescribeInstances", self.ec2.describe_instances, InstanceIds=ids)
+        return {i["InstanceId"]: i for resp in pages for res in resp.get("Reservations", [])
+                for i in res.get("Instances", [])}
 
     def _target_of(self, node: NodeRoutes, iid: str, inst: dict[str, Any] | None,
                    check_only: bool = False) -> str:
@@ -264,18 +306,37 @@ class AWSRouteDriver(UsesCloudCaller):
         dest = canonical_cidr(destination)
         return {"DestinationIpv6CidrBlock": dest} if ":" in dest else {"DestinationCidrBlock": dest}
 
-    def _find(self, table: str, destination: str) -> CloudRoute | None:
+    def _table_routes(self, table: str) -> list[CloudRoute]:
+        """Every route of one table (all pages)."""
         try:
-            resp = self._call("ec2:DescribeRouteTables",
-                              lambda: self.ec2.describe_route_tables(RouteTableIds=[table]))
+            pages = self._pages("ec2:DescribeRouteTables", self.ec2.describe_route_tables,
+                                RouteTableIds=[table])
         except ClientError as e:
             raise CloudError(f"describing route table {table}: {_code(e)}") from e
-        for t in resp.get("RouteTables", []):
-            for r in t.get("Routes", []):
-                route = self._to_route(table, r)
-                if route and route.destination == canonical_cidr(destination):
-                    return route
-        return None
+        return [route for page in pages for t in page.get("RouteTables", []) for r in t.get("Routes", [])
+                if (route := self._to_route(table, r)) is not None]
+
+    def _find(self, table: str, destination: str) -> CloudRoute | None:
+        want = canonical_cidr(destination)
+        return next((r for r in self._table_routes(table) if r.destination == want), None)
+
+    def _learn_limit(self, table: str, destination: str) -> tuple[str, int | None]:
+        """EC2 refused a route with RouteLimitExceeded: the table's count of that family now is its limit.
+        Remembered for `quota_ttl`; returns (family, limit or None when the table could not be read)."""
+        family = family_of(canonical_cidr(destination))
+        try:
+            count = sum(1 for r in self._table_routes(table) if family_of(r.destination) == family)
+        except CloudError:
+            return family, None
+        with self._learn_lock:
+            self._learned[(table, family)] = (time.monotonic() + self.quota_ttl, count)
+        return family, count
+
+    def learned_limit(self, table: str, family: str) -> int | None:
+        """The limit EC2's RouteLimitExceeded taught for this table and family (None: none, or expired)."""
+        with self._learn_lock:
+            got = self._learned.get((table, family))
+        return got[1] if got and got[0] > time.monotonic() else None
 
     def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
         """CreateRoute to the ENI; RouteAlreadyExists with another target -> ReplaceRoute (if ours)."""
@@ -289,7 +350,10 @@ class AWSRouteDriver(UsesCloudCaller):
             except ClientError as e:
                 code = _code(e)
                 if code == "RouteLimitExceeded":
-                    raise RouteLimitError(f"route table {table} is full: {e}") from e
+                    family, limit = self._learn_limit(table, destination)
+                    at = f" at {limit} {family} routes (limit learned from EC2)" if limit is not None else ""
+                    raise RouteLimitError(f"route table {table} is full{at}: {e}", family=family,
+                                          limit=limit) from e
                 if code != "RouteAlreadyExists":
                     raise CloudError(f"creating route {destination} in {table}: {code}: {e}") from e
             existing = self._find(table, destination)
@@ -329,12 +393,13 @@ class AWSRouteDriver(UsesCloudCaller):
                 return
             raise CloudError(f"deleting route {route.destination} in {route.table}: {_code(e)}: {e}") from e
 
-    def route_limit(self) -> int:
-        """Routes per route table from Service Quotas, cached for `quota_ttl`.
+    def route_limit(self) -> int | None:
+        """Routes per route table (each family) from Service Quotas, cached for `quota_ttl`.
 
-        Denied (AccessDenied / NoSuchResource): the default 50. Any other failure (throttled, 5xx,
-        network, after retries): the last value read, or 50 when none was read yet. A fallback is cached
-        at most `quota_retry_ttl` (60 s), so a brief outage does not pin a wrong limit for an hour.
+        None when the quota cannot be read (AccessDenied / NoSuchResource, or a failure before any value
+        was read): then nothing is refused on a guess; EC2's RouteLimitExceeded teaches the limit. Any
+        other failure after a successful read keeps the last value read. A fallback is cached at most
+        `quota_retry_ttl` (60 s), so a brief outage does not pin a wrong answer for an hour.
         """
         now = time.monotonic()
         if self._quota and self._quota[0] > now:
@@ -342,12 +407,16 @@ class AWSRouteDriver(UsesCloudCaller):
         try:
             resp = self._call("servicequotas:GetServiceQuota", lambda: self.quotas.get_service_quota(
                 ServiceCode=ROUTE_QUOTA[0], QuotaCode=ROUTE_QUOTA[1]))
-            value = int(resp["Quota"]["Value"])
+            value: int | None = int(resp["Quota"]["Value"])
         except (ClientError, BotoCoreError) as e:
             code = _code(e) if isinstance(e, ClientError) else type(e).__name__
             if code.startswith(QUOTA_DENIED_CODES) or self._last_quota is None:
-                value = DEFAULT_ROUTE_LIMIT
-                self.quota_note = f"GetServiceQuota failed ({code}); assuming the default {value}"
+                value = None
+                missing = (f"permission {QUOTA_PERMISSION} is missing" if code.startswith("AccessDenied")
+                           else f"{QUOTA_PERMISSION} failed")
+                self.quota_note = (f"the quota 'Routes per route table' could not be read ({missing}: "
+                                   f"{code}); routes are attempted and EC2's RouteLimitExceeded "
+                                   "sets the limit")
             else:
                 value = self._last_quota
                 self.quota_note = f"GetServiceQuota failed ({code}); keeping the last value read ({value})"
@@ -359,13 +428,29 @@ class AWSRouteDriver(UsesCloudCaller):
         return value
 
     def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
-        """Per table: used = every route in it (local, IGW/NAT, foreign, ours); limit = the quota."""
-        limit = self.route_limit()
-        used = Counter(r.table for r in routes)
-        hint = "adjustable up to 1,000; performance may degrade past 50"
-        if self.quota_note:
-            hint += f"; {self.quota_note}"
-        return [TableCapacity(table=t, used=used[t], limit=limit,
-                              quota_name="the Service Quotas value vpc/L-93826ACB 'Routes per route table'",
-                              raise_to_hint=hint, provider=self.provider)
-                for t in self.list_tables()]
+        """Two capacities per table, IPv4 and IPv6 (EC2 counts them separately): used = every route of
+        that family in it (local, IGW/NAT, foreign, ours); limit = the smallest known of the quota and
+        what EC2 taught; with neither, the adjustable maximum (assumed, routes are attempted)."""
+        quota = self.route_limit()
+        used = Counter((r.table, family_of(r.destination)) for r in routes)
+        name = "the Service Quotas value vpc/L-93826ACB 'Routes per route table'"
+        out: list[TableCapacity] = []
+        for t in self.list_tables():
+            for family in FAMILIES:
+                learned = self.learned_limit(t, family)
+                known = [v for v in (quota, learned) if v is not None]
+                limit = min(known) if known else MAX_ROUTE_LIMIT
+                if learned is not None and learned == limit and (quota is None or learned < quota):
+                    source = "learned"
+                    note = f"limit learned from EC2 (RouteLimitExceeded at {learned} routes)"
+                    if self.quota_note:
+                        note += f"; {self.quota_note}"
+                elif quota is None:
+                    source, note = "assumed", self.quota_note
+                else:
+                    source, note = "quota", self.quota_note
+                hint = "adjustable up to 1,000 per family; AWS warns performance may suffer past the default"
+                out.append(TableCapacity(table=t, used=used[(t, family)], limit=limit, quota_name=name,
+                                         raise_to_hint=hint, provider=self.provider, family=family,
+                                         source=source, note=note))  # type: ignore[arg-type]
+        return out

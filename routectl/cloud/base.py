@@ -43,7 +43,16 @@ class CloudError(Exception):
 
 
 class RouteLimitError(CloudError):
-    """The cloud refused a route because the table/project route limit is reached."""
+    """The cloud refused a route because the table/network route limit is reached.
+
+    `family` says which count is full (None: the one count of both families, GCE); `limit` is the count
+    at which the cloud refused, when the driver could read it (a limit learned from the cloud).
+    """
+
+    def __init__(self, message: str, *, family: str | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.family = family
+        self.limit = limit
 
 
 class CallCounter:
@@ -118,5 +127,6 @@ class RouteDriver(Protocol):
         ...
 
     def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
-        """Used and limit per table (AWS: per route table; GCE: the project's ROUTES quota)."""
+        """Used and limit per table (AWS: per route table and IP family; GCE: the network's static-route
+        quota or the project's ROUTES quota, whichever binds)."""
         ...

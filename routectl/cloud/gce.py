@@ -1,7 +1,17 @@
 """GCE route driver on google-cloud-compute: routes with nextHopInstance in one VPC network.
 
 Ownership needs three pieces of evidence: our name prefix, our description marker carrying the cluster
-name, and our network. Operations are waited on with our own GlobalOperationsClient (`insert_unary` +
+name, and our network.
+
+Route limit: static routes count against STATIC_ROUTES_PER_NETWORK (every static route of the network,
+IPv4 and IPv6 together, not only ours), read through the Cloud Quotas API (google-cloud-quotas, the
+QuotaInfo of compute.googleapis.com), and, where a project still reports it, the deprecated project
+ROUTES quota; the one with the least room binds and names itself in the advice. When neither can be read,
+inserts are attempted and the first QUOTA_EXCEEDED teaches the limit (the network's count at that moment).
+Global mutations (routes.insert/delete) are limited per project per minute (1,500/min by default):
+`403 rateLimitExceeded` is retried like 429, and the default client rate stays below that budget.
+
+Operations are waited on with our own GlobalOperationsClient (`insert_unary` +
 `wait`): the extended-operation `.result()` ignores a custom endpoint (DESIGN.md §4).
 """
 
@@ -37,7 +47,17 @@ PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\
 INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
 MAX_NAME = 63
 PAGE_SIZE = 500
-
+# Default rates: GCE allows 1,500 global mutations per project per minute (25/s) shared with every other
+# tool of the project; stay well below.
+DEFAULT_RATE = 20.0
+DEFAULT_BURST = 50
+QUOTAS_SERVICE = "compute.googleapis.com"
+STATIC_ROUTES_QUOTA_ID = "STATIC-ROUTES-PER-NETWORK-per-project"
+STATIC_ROUTES_METRIC = "compute.googleapis.com/static_routes_per_vpc_network"
+QUOTAS_PERMISSION = "cloudquotas.quotas.get"
+# With no readable quota at all, a bound no network reaches: inserts are attempted, QUOTA_EXCEEDED teaches.
+UNKNOWN_LIMIT = 100_000
+QUOTA_NAME_RE = re.compile(r"Quota '([A-Z_]+)'")
 
 def instance_path(url: str | None) -> str | None:
     """`projects/p/zones/z/instances/i` from any form of an instance URL (full, relative)."""
@@ -89,13 +109,15 @@ class GCERouteDriver(UsesCloudCaller):
         endpoint: str | None = None,
         priority: int = 1000,
         tags: Sequence[str] = (),
-        rate: float = 10.0,
-        burst: int = 20,
+        rate: float = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
         concurrency: int = 16,
         op_timeout: float = 120.0,
         call_timeout: float = 30.0,
         instance_list_threshold: int = 50,
         credentials: Any = None,
+        static_routes_quota_id: str = STATIC_ROUTES_QUOTA_ID,
+        quota_ttl: float = 600.0,
     ) -> None:
         if not project or not network or not cluster_name:
             raise ValueError("GCE driver needs project, network and cluster_name")
@@ -121,6 +143,11 @@ class GCERouteDriver(UsesCloudCaller):
         self._concurrency = concurrency
         self._local = threading.local()
         self._credentials = credentials
+        self.static_routes_quota_id = static_routes_quota_id
+        self.quota_ttl = quota_ttl
+        self._static_quota: tuple[float, int | None, str] | None = None  # (expires, limit, note)
+        self._learned: tuple[float, int, str] | None = None  # (expires, limit, quota name)
+        self._network_id: str | None = None  # numeric id: the network_id dimension of per-network quotas
 
     # ----- plumbing -----
     def _clients(self) -> Any:
@@ -134,15 +161,22 @@ class GCERouteDriver(UsesCloudCaller):
                 "ops": (compute_v1.GlobalOperationsClient, "global_operations"),
                 "instances": (compute_v1.InstancesClient, "instances"),
                 "projects": (compute_v1.ProjectsClient, "projects"),
+                "networks": (compute_v1.NetworksClient, "networks"),
             }
+            from google.cloud import cloudquotas_v1
+
             c = {}
-            for key, (cls, module) in kinds.items():
+            all_kinds: dict[str, tuple[Any, str]] = dict(kinds)
+            all_kinds["quotas"] = (cloudquotas_v1.CloudQuotasClient, "cloudquotas_v1:cloud_quotas")
+            for key, (cls, module) in all_kinds.items():
+                pkg, _, svc = module.rpartition(":")
+                path = (f"google.cloud.{pkg}.services.{svc}.transports.rest" if pkg
+                        else f"google.cloud.compute_v1.services.{module}.transports.rest")
                 if self.endpoint:
                     from google.auth.credentials import AnonymousCredentials
 
                     u = urlparse(self.endpoint)
-                    mod = __import__(f"google.cloud.compute_v1.services.{module}.transports.rest",
-                                     fromlist=["x"])
+                    mod = __import__(path, fromlist=["x"])
                     transport_cls = next(getattr(mod, n) for n in dir(mod)
                                          if n.endswith("RestTransport") and not n.startswith("_"))
                     c[key] = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
@@ -205,8 +239,14 @@ class GCERouteDriver(UsesCloudCaller):
             codes = [e.code for e in op.error.errors]
             msg = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
             if "QUOTA_EXCEEDED" in codes:
-                raise RouteLimitError(f"{what}: {msg}")
+                raise self._limit_error(what, msg)
             raise CloudError(f"{what}: operation {op.name} failed (HTTP {op.http_error_status_code}): {msg}")
+
+    def _limit_error(self, what: str, message: str) -> RouteLimitError:
+        """A QUOTA_EXCEEDED answer as a RouteLimitError carrying the limit learned from it."""
+        limit, quota = self.learn_limit(message)
+        at = f" (limit learned from GCE: {quota} at {limit} routes)" if limit is not None else ""
+        return RouteLimitError(f"{what}: {message}{at}", limit=limit)
 
     # ----- protocol -----
     def list_tables(self) -> list[str]:
@@ -349,7 +389,7 @@ class GCERouteDriver(UsesCloudCaller):
             pass
         except gexc.Forbidden as e:
             if _reason(e) == "QUOTA_EXCEEDED":
-                raise RouteLimitError(f"inserting route {name}: {e.message}") from e
+                raise self._limit_error(f"inserting route {name}", e.message) from e
             raise CloudError(f"inserting route {name}: {e.message}") from e
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"inserting route {name}: {e.message}") from e
@@ -383,7 +423,7 @@ class GCERouteDriver(UsesCloudCaller):
             self._insert(name, dest, target)
         except gexc.Forbidden as e:
             if _reason(e) == "QUOTA_EXCEEDED":
-                raise RouteLimitError(f"re-inserting route for {dest}: {e.message}") from e
+                raise self._limit_error(f"re-inserting route for {dest}", e.message) from e
             raise CloudError(f"re-inserting route for {dest}: {e.message}") from e
         except gexc.Conflict:
             existing = self._get(name)
@@ -407,18 +447,111 @@ class GCERouteDriver(UsesCloudCaller):
             raise CloudError(f"deleting route {route.name}: {e.message}") from e
         self._wait(op, f"deleting route {route.name}")
 
+    def _static_routes_limit(self) -> tuple[int | None, str]:
+        """STATIC_ROUTES_PER_NETWORK for our network from the Cloud Quotas API, cached `quota_ttl`:
+        (limit or None, note saying why it is unknown). The quota is read by id; if the id is unknown,
+        the service's QuotaInfos are searched by metric. Of its dimension entries, the one for our network
+        (network_id) or, without one, the smallest applies."""
+        now = time.monotonic()
+        if self._static_quota and self._static_quota[0] > now:
+            return self._static_quota[1], self._static_quota[2]
+        parent = f"projects/{self.project}/locations/global/services/{QUOTAS_SERVICE}"
+        net_id = self._network_numeric_id()
+        client = self._clients()["quotas"]
+        info: Any = None
+        note = ""
+        try:
+            try:
+                info = self._call("cloudquotas.quotaInfos.get", lambda: client.get_quota_info(
+                    name=f"{parent}/quotaInfos/{self.static_routes_quota_id}", retry=None,
+                    timeout=self.call_timeout))
+            except gexc.NotFound:
+                pages = self._call("cloudquotas.quotaInfos.list", lambda: list(client.list_quota_infos(
+                    parent=parent, retry=None, timeout=self.call_timeout)))
+                info = next((q for q in pages if q.metric == STATIC_ROUTES_METRIC), None)
+                if info is not None:
+                    self.static_routes_quota_id = info.quota_id
+        except gexc.GoogleAPICallError as e:
+            why = f"permission {QUOTAS_PERMISSION} is missing" if isinstance(e, gexc.Forbidden) else "failed"
+            note = (f"STATIC_ROUTES_PER_NETWORK could not be read through the Cloud Quotas API ({why}: "
+                    f"{e.message})")
+        limit: int | None = None
+        if info is not None:
+            values = [(dict(d.dimensions), int(d.details.value)) for d in info.dimensions_infos
+                      if d.details and d.details.value >= 0]
+            ours = [v for dims, v in values if net_id is not None and dims.get("network_id") == net_id]
+            default = [v for dims, v in values if "network_id" not in dims]
+            # our network's own value, else the default; the smallest of all only when neither is known
+            pick = ours or default or [v for _, v in values]
+            limit = min(pick) if pick else None
+        elif not note:
+            note = "STATIC_ROUTES_PER_NETWORK is not reported by the Cloud Quotas API"
+        self._static_quota = (now + self.quota_ttl, limit, note)
+        return limit, note
+
+    def _network_numeric_id(self) -> str | None:
+        """Our network's numeric id (per-network quota values are keyed by it); None when unreadable."""
+        if self._network_id is None:
+            try:
+                net = self._call("networks.get", lambda: self._clients()["networks"].get(
+                    project=self.project, network=self.network, retry=None, timeout=self.call_timeout))
+            except gexc.GoogleAPICallError:
+                return None
+            self._network_id = str(net.id)
+        return self._network_id
+
+    def learn_limit(self, message: str) -> tuple[int | None, str]:
+        """An insert was refused with QUOTA_EXCEEDED: the network's static-route count now is the limit of
+        the quota the message names. Remembered for `quota_ttl`; returns (limit or None, quota name)."""
+        m = QUOTA_NAME_RE.search(message)
+        quota = m.group(1) if m else "STATIC_ROUTES_PER_NETWORK"
+        try:
+            count = len(self.list_routes())
+        except CloudError:
+            return None, quota
+        self._learned = (time.monotonic() + self.quota_ttl, count, quota)
+        return count, quota
+
     def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
-        """The project's ROUTES quota (usage counts every route of the project, not only ours)."""
+        """The binding route quota of our network: STATIC_ROUTES_PER_NETWORK (used = every static route of
+        the network, ours or not, both families) and the project's ROUTES where still reported; the one
+        with the least room binds. A limit learned from QUOTA_EXCEEDED counts as known too."""
         try:
             proj = self._call("projects.get", lambda: self._clients()["projects"].get(
                 project=self.project, retry=None, timeout=self.call_timeout))
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"reading quotas of project {self.project}: {e.message}") from e
+        static, note = self._static_routes_limit()
+        how = "request more under IAM & Admin > Quotas & System Limits (Compute Engine API)"
+        known: list[TableCapacity] = []
+        if static is not None:
+            known.append(TableCapacity(
+                table=self.network, used=len(routes), limit=static,
+                quota_name=f"the Compute Engine quota STATIC_ROUTES_PER_NETWORK of network {self.network}",
+                raise_to_hint=f"{how}, or with 'gcloud beta quotas preferences create --service="
+                              f"{QUOTAS_SERVICE} --quota-id={self.static_routes_quota_id} "
+                              f"--dimensions=network_id=<id of {self.network}>'",
+                provider=self.provider, note=note))
         for q in proj.quotas:
             if q.metric == "ROUTES":
-                return [TableCapacity(
+                known.append(TableCapacity(
                     table=self.network, used=int(q.usage), limit=int(q.limit),
-                    quota_name=f"the Compute Engine 'ROUTES' quota of project {self.project}",
-                    raise_to_hint="request it under IAM & Admin > Quotas for the Compute Engine API",
-                    provider=self.provider)]
-        return []
+                    quota_name=f"the deprecated Compute Engine quota ROUTES of project {self.project}",
+                    raise_to_hint=f"{how}; static routes now also count against STATIC_ROUTES_PER_NETWORK",
+                    provider=self.provider, note=note))
+        if self._learned and self._learned[0] > time.monotonic():
+            _, limit, quota = self._learned
+            if not known or all(limit < c.limit for c in known):
+                known.append(TableCapacity(
+                    table=self.network, used=len(routes), limit=limit,
+                    quota_name=f"the Compute Engine quota {quota} of network {self.network}",
+                    raise_to_hint=how, provider=self.provider, source="learned",
+                    note=f"limit learned from GCE (QUOTA_EXCEEDED for {quota} at {limit} routes)"
+                         + (f"; {note}" if note else "")))
+        if not known:
+            return [TableCapacity(
+                table=self.network, used=len(routes), limit=UNKNOWN_LIMIT,
+                quota_name=f"the Compute Engine quota STATIC_ROUTES_PER_NETWORK of network {self.network}",
+                raise_to_hint=how, provider=self.provider, source="assumed",
+                note=f"{note}; inserts are attempted and the first QUOTA_EXCEEDED sets the limit")]
+        return [min(known, key=lambda c: (c.limit - c.used, c.limit))]

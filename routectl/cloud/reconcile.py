@@ -19,9 +19,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from routectl.cloud.base import (
@@ -33,7 +33,7 @@ from routectl.cloud.base import (
     RouteDriver,
     RouteLimitError,
 )
-from routectl.cloud.limits import fit_creates, ways_out
+from routectl.cloud.limits import cap_for, fit_creates, ways_out
 from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT, REASON_ROUTE_CREATED
 from routectl.routes.diff import Key, diff_routes, route_key
 from routectl.routes.model import (
@@ -45,6 +45,7 @@ from routectl.routes.model import (
     RouteAction,
     TableCapacity,
     canonical_cidr,
+    family_of,
     inside_any,
     parse_pools,
 )
@@ -184,7 +185,7 @@ class RouteReconciler:
                        or (r.name is not None and r.name in names)]
             left = len(candidates) - len(victims)
             actions = [RouteAction("delete", r.table, r.destination, r.target, node_name, r) for r in victims]
-            done, failed = self._run(actions, {}, set())
+            done, failed = self._run(actions, {}, {})
             self._update_view(done)
             if not failed:
                 self._node_keys.pop(node_name, None)
@@ -221,6 +222,15 @@ class RouteReconciler:
                 self.warn_percent = warn_percent
             if hasattr(self.driver, "pools"):
                 self.driver.pools = pools
+            self._view = None
+            self._caps = None
+
+    def set_node_masks(self, masks: Mapping[str, int]) -> None:
+        """Pool CIDR -> node mask: drivers that decide ownership by shape (AWS: exactly one node block)
+        adopt them; the cached view, whose ownership flags used the old masks, is dropped."""
+        with self._lock:
+            if hasattr(self.driver, "node_masks"):
+                self.driver.node_masks = dict(masks)
             self._view = None
             self._caps = None
 
@@ -361,7 +371,8 @@ class RouteReconciler:
                      warnings: list[LimitWarning]) -> NodeRouteStatus:
         ref = [a for a in refused if a.node == name]
         if ref:
-            msgs = [w.message for w in warnings if w.kind == "reached" and w.table in {a.table for a in ref}]
+            ids = {a.table for a in ref} | {f"{a.table}/{family_of(a.destination)}" for a in ref}
+            msgs = [w.message for w in warnings if w.kind == "reached" and w.table in ids]
             return NodeRouteStatus(False, REASON_ROUTE_LIMIT,
                                    msgs[0] if msgs else f"route limit reached for {ref[0].destination}")
         bad = [m for a, m in failed if a.node == name]
@@ -373,8 +384,11 @@ class RouteReconciler:
         return NodeRouteStatus(False, REASON_ROUTE_PENDING, f"{len(keys - ok)} route(s) not programmed yet")
 
     def _run(self, actions: list[RouteAction], nodes: dict[str, NodeRoutes],
-             full: set[str]) -> tuple[list[RouteAction], list[tuple[RouteAction, str]]]:
-        """Execute actions with bounded concurrency; RouteLimitError marks a table full (no more attempts)."""
+             full: dict[tuple[str, str | None], int | None]) -> tuple[list[RouteAction],
+                                                                     list[tuple[RouteAction, str]]]:
+        """Execute actions with bounded concurrency; RouteLimitError marks a table (or one IP family of
+        it) full: no more attempts there. `full` maps (table, family or None) to the limit the cloud
+        refused at, when known."""
         done: list[RouteAction] = []
         failed: list[tuple[RouteAction, str]] = []
         lock = threading.Lock()
@@ -386,7 +400,8 @@ class RouteReconciler:
                     self.driver.delete(a.route)
                     result = a
                 else:
-                    if a.kind == "create" and a.table in full:
+                    if a.kind == "create" and ((a.table, None) in full
+                                               or (a.table, family_of(a.destination)) in full):
                         raise RouteLimitError(f"route table {a.table} is full")
                     node = nodes[a.node or ""]
                     assert a.target is not None
@@ -402,7 +417,9 @@ class RouteReconciler:
                     done.append(result)
             except RouteLimitError as e:
                 with lock:
-                    full.add(a.table)
+                    key = (a.table, e.family)
+                    if e.limit is not None or key not in full:
+                        full[key] = e.limit
                     failed.append((a, f"{REASON_ROUTE_LIMIT}: {e}"))
             except Exception as e:  # one node's failure must not stop the others
                 with lock:
@@ -428,19 +445,21 @@ class RouteReconciler:
         # a replace returns the new route; drop the old object by key as a fallback
         view = [r for r in view if not (r.owned and route_key(r) in replaced)]
         view += [a.route for a in done if a.kind in ("create", "replace") and a.route is not None]
-        delta: dict[str, int] = defaultdict(int)
-        for a in done:
-            delta[a.table] += {"create": 1, "delete": -1}.get(a.kind, 0)
         self._view = view
         if self._caps is not None:
-            self._caps = [TableCapacity(c.table, c.used + delta[c.table], c.limit, c.quota_name,
-                                        c.raise_to_hint, c.provider) for c in self._caps]
+            caps = {c.key: c for c in self._caps}
+            delta: dict[tuple[str, str | None], int] = defaultdict(int)
+            for a in done:
+                cap = cap_for(caps, a.table, a.destination)
+                if cap is not None:
+                    delta[cap.key] += {"create": 1, "delete": -1}.get(a.kind, 0)
+            self._caps = [replace(c, used=c.used + delta[c.key]) for c in self._caps]
 
     def _apply(self, plan: RoutePlan, nodes: Sequence[NodeRoutes], before: CallStats) -> SyncResult:
         by_name = {n.name: n for n in nodes}
         deletes = [a for a in plan.actions if a.kind == "delete"]
         rest = [a for a in plan.actions if a.kind != "delete"]
-        full: set[str] = set()
+        full: dict[tuple[str, str | None], int | None] = {}
         done, failed = self._run(deletes, by_name, full)
         done2, failed2 = self._run(rest, by_name, full)
         done += done2
@@ -452,15 +471,27 @@ class RouteReconciler:
         self._update_view(done)
         warnings = list(plan.warnings)
         if limit_failed and not any(w.kind == "reached" for w in warnings):
-            caps = {c.table: c for c in plan.tables}
-            for t in sorted({a.table for a in limit_failed}):
-                c = caps.get(t)
-                if c:
-                    msg = (f"{c.provider} route table {t}: the cloud refused new routes (limit {c.limit}). "
-                           f"Ways out: {ways_out(c, c.limit + 1)}.")
-                    warnings.append(LimitWarning("reached", t, c.limit, c.limit, msg,
-                                                 sum(1 for a in limit_failed if a.table == t), c.provider,
-                                                 c.quota_name, c.limit + 1))
+            caps = {c.key: c for c in plan.tables}
+            by_cap: dict[tuple[str, str | None], list[RouteAction]] = defaultdict(list)
+            for a in limit_failed:
+                c = cap_for(caps, a.table, a.destination)
+                if c is not None:
+                    by_cap[c.key].append(a)
+            for key in sorted(by_cap, key=str):
+                c = caps[key]
+                seen = full.get((c.table, c.family)) or full.get((c.table, None))
+                limit = seen if seen is not None else c.limit
+                api = {"aws": "EC2", "gce": "GCE"}.get(c.provider, "the cloud")
+                how = f" (limit learned from {api}: it refused the next route)" if seen is not None else ""
+                msg = (f"{c.provider} route table {c.display_id}: the cloud refused new routes at "
+                       f"{limit}{how}.{f' {c.note}.' if c.note else ''} Ways out: {ways_out(c, limit + 1)}.")
+                warnings.append(LimitWarning("reached", c.display_id, limit, limit, msg, len(by_cap[key]),
+                                             c.provider, c.quota_name, limit + 1))
+        if limit_failed:  # the cloud just taught a limit: re-read, so the reported capacity says so
+            try:
+                self._refresh()
+            except CloudError:
+                self._view = self._caps = None
         statuses = dict(plan.nodes)
         route_reasons = (REASON_ROUTE_PENDING, REASON_ROUTE_CREATED, REASON_ROUTE_LIMIT)
         for name in by_name:

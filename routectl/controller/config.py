@@ -38,7 +38,20 @@ ENV_VARS: dict[str, str] = {
     "retry_period": "ROUTECTL_RETRY_PERIOD",
     "identity": "ROUTECTL_IDENTITY",
     "event_namespace": "ROUTECTL_EVENT_NAMESPACE",
+    "metrics_public": "ROUTECTL_METRICS_PUBLIC",
 }
+
+# In a pod, the namespace of its service account (controller-runtime's default for the leader Lease).
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace(path: str = SA_NAMESPACE_FILE) -> str | None:
+    """The pod's own namespace from the service-account namespace file; None outside a cluster."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def _default_identity() -> str:
@@ -64,15 +77,20 @@ class Config:
     aws_endpoint: str | None = None
     # Loops and limits
     resync_seconds: float = 300.0
-    cloud_rate: float = 10.0
-    cloud_burst: int = 20
+    # Mutating cloud calls per second and burst; None: the provider's default, below its published refill
+    # (aws 4/s burst 40 under EC2's 5/s bucket 50; gce 20/s burst 50 under 1,500 mutations per minute).
+    cloud_rate: float | None = None
+    cloud_burst: int | None = None
     concurrency: int = 20
     # Serving
     health_address: str = "0.0.0.0:8080"
+    # /metrics answers loopback clients only unless true (the pod runs with hostNetwork: the port is the
+    # node's, so the cloud and call figures would be open to anyone who reaches the node).
+    metrics_public: bool = False
     # Leader election (coordination.k8s.io Lease), client-go's defaults.
     leader_elect: bool = True
     lease_name: str = "routectl-controller"
-    lease_namespace: str = "kube-system"
+    lease_namespace: str = "kube-system"  # in a pod, unless set: the pod's own namespace (load_config)
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
@@ -93,7 +111,8 @@ class Config:
             problems.append("gce needs a project (--gce-project / ROUTECTL_GCE_PROJECT)")
         if self.resync_seconds <= 0:
             problems.append("resync period must be > 0 seconds")
-        if self.cloud_rate <= 0 or self.cloud_burst < 1 or self.concurrency < 1:
+        if (self.cloud_rate is not None and self.cloud_rate <= 0) or \
+                (self.cloud_burst is not None and self.cloud_burst < 1) or self.concurrency < 1:
             problems.append("cloud rate must be > 0, burst and concurrency >= 1")
         if not (0 < self.retry_period < self.renew_deadline < self.lease_duration):
             problems.append("leader election needs 0 < retry period < renew deadline < lease duration")
@@ -115,7 +134,11 @@ class Config:
 
     def driver_settings(self) -> dict[str, Any]:
         """Keyword settings for routectl.cloud.factory.make_driver, only those of the chosen provider."""
-        common = {"rate": self.cloud_rate, "burst": self.cloud_burst, "concurrency": self.concurrency}
+        common: dict[str, Any] = {"concurrency": self.concurrency}
+        if self.cloud_rate is not None:
+            common["rate"] = self.cloud_rate
+        if self.cloud_burst is not None:
+            common["burst"] = self.cloud_burst
         if self.provider == "gce":
             return {"project": self.gce_project, "network": self.gce_network,
                     "endpoint": self.gce_endpoint, "cluster_name": self.cluster_name, **common}
@@ -127,6 +150,10 @@ class Config:
 def _coerce(name: str, raw: Any) -> Any:
     """Turn a flag/env string into the field's type."""
     default = getattr(Config, name, None) if name != "identity" else ""
+    if name == "cloud_rate":
+        return float(raw)
+    if name == "cloud_burst":
+        return int(raw)
     if name == "aws_route_table_ids":
         if isinstance(raw, (list, tuple)):
             return tuple(str(x) for x in raw if str(x))
@@ -142,8 +169,10 @@ def _coerce(name: str, raw: Any) -> Any:
     return str(raw) if raw is not None else None
 
 
-def load_config(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Config:
-    """Build a validated Config: flags (None = not given) over env vars over defaults."""
+def load_config(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                namespace_file: str = SA_NAMESPACE_FILE) -> Config:
+    """Build a validated Config: flags (None = not given) over env vars over defaults; in a pod the
+    Lease namespace defaults to the pod's own (the manifests and RBAC put the Lease there)."""
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
     known = {f.name for f in fields(Config)}
@@ -159,4 +188,6 @@ def load_config(flags: dict[str, Any] | None = None, env: dict[str, str] | None 
         if raw is None or (name == "aws_route_table_ids" and not raw):
             continue
         values[name] = _coerce(name, raw)
+    if "lease_namespace" not in values and (own := pod_namespace(namespace_file)):
+        values["lease_namespace"] = own
     return replace(Config(), **values).validate()

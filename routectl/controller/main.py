@@ -60,8 +60,10 @@ def make_login(kubeconfig: str | None) -> Callable[..., Any]:
 class HealthServer:
     """/healthz (the process and its loop answer), /readyz (leader and synced), /metrics (Prometheus)."""
 
-    def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int) -> None:
+    def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int, *,
+                 metrics_public: bool = False) -> None:
         self.metrics = metrics
+        self.metrics_public = metrics_public
         self.ready = ready
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
@@ -94,7 +96,10 @@ class HealthServer:
         ok = self.ready()
         return web.Response(text="ready\n" if ok else "standby\n", status=200 if ok else 503)
 
-    async def _metrics(self, _: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if not self.metrics_public and request.remote not in ("127.0.0.1", "::1"):
+            return web.Response(status=403, text="/metrics answers loopback clients only (hostNetwork); set "
+                                "ROUTECTL_METRICS_PUBLIC=true or scrape through the node's loopback\n")
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
@@ -140,7 +145,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                             lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
                             retry_period=config.retry_period, on_change=on_change)
     server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
-                          config.health_host, config.health_port)
+                          config.health_host, config.health_port, metrics_public=config.metrics_public)
     if health:
         port = await server.start()
         controller.health_port = port
@@ -207,14 +212,21 @@ def _env_help(name: str) -> str:
               help=f"Route table to program (repeatable). {_env_help('aws_route_table_ids')} (comma list)")
 @click.option("--aws-endpoint", help=f"EC2 endpoint URL (moto). {_env_help('aws_endpoint')}")
 @click.option("--resync-seconds", type=float, help=f"Full route resync period. {_env_help('resync_seconds')}")
-@click.option("--cloud-rate", type=float, help=f"Cloud calls per second. {_env_help('cloud_rate')}")
-@click.option("--cloud-burst", type=int, help=f"Cloud call burst. {_env_help('cloud_burst')}")
+@click.option("--cloud-rate", type=float,
+              help=f"Mutating cloud calls per second (default per provider: aws 4, gce 20). "
+                   f"{_env_help('cloud_rate')}")
+@click.option("--cloud-burst", type=int,
+              help=f"Mutating cloud call burst (default per provider: aws 40, gce 50). "
+                   f"{_env_help('cloud_burst')}")
 @click.option("--concurrency", type=int, help=f"Cloud operations in flight. {_env_help('concurrency')}")
 @click.option("--health-address", help=f"HOST:PORT of /healthz and /metrics. {_env_help('health_address')}")
 @click.option("--leader-elect/--no-leader-elect", default=None,
               help=f"Lease-based leader election (default on). {_env_help('leader_elect')}")
 @click.option("--lease-name", help=f"Lease name. {_env_help('lease_name')}")
-@click.option("--lease-namespace", help=f"Lease namespace. {_env_help('lease_namespace')}")
+@click.option("--lease-namespace",
+              help=f"Lease namespace (in a pod: its own namespace). {_env_help('lease_namespace')}")
+@click.option("--metrics-public/--no-metrics-public", default=None,
+              help=f"Serve /metrics to non-loopback clients too. {_env_help('metrics_public')}")
 @click.option("--lease-duration", type=float, help=f"Lease duration, seconds. {_env_help('lease_duration')}")
 @click.option("--renew-deadline", type=float, help=f"Renew deadline, seconds. {_env_help('renew_deadline')}")
 @click.option("--retry-period", type=float, help=f"Lease retry period, seconds. {_env_help('retry_period')}")

@@ -47,7 +47,7 @@ from routectl.controller.state import (
 )
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
-from routectl.ipam.model import PoolSpec, route_scope
+from routectl.ipam.model import PoolSpec, node_masks, route_scope
 from routectl.routes.model import NodeRoutes, NodeRouteStatus, canonical_or_raw
 
 REASON_CLOUD_ERROR = "CloudError"
@@ -225,6 +225,8 @@ class Controller:
             self.routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
         else:  # in a thread: it waits for the reconciler's lock, which a running sync holds
             await asyncio.to_thread(self.routes.set_cluster_cidrs, list(cidrs), warn)
+        if hasattr(self.routes, "set_node_masks"):  # ownership = exactly one node block of a pool
+            await asyncio.to_thread(self.routes.set_node_masks, node_masks(specs))
         self.cluster_cidrs, self.warn_percent = cidrs, warn
 
     async def pool_changed(self, node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
@@ -348,7 +350,7 @@ class Controller:
         self.metrics.count_route_ops(result)
         self.tables = list(result.tables)
         for t in self.tables:
-            self.metrics.set_table(t.table, t.used, t.limit)
+            self.metrics.set_table(t.display_id, t.used, t.limit)
         self.warnings = merge_warnings(self.warnings, list(result.warnings), full)
         return [w for w in result.warnings if (w.kind, w.table, w.message) not in known]
 
@@ -642,7 +644,7 @@ class Controller:
         waiting = self.exhausted.get(view.name) or {}
         if facts.free == 0 and waiting:  # full, and someone waits (room again: they are served at once)
             facts.exhausted = f"{len(waiting)} node(s) wait for a block: " + next(iter(waiting.values()))
-        facts.tables = [{"id": t.table, "used": t.used, "limit": t.limit} for t in self.tables]
+        facts.tables = [t.status_entry() for t in self.tables]
         for w in self.warnings:
             if w.kind == "reached":
                 facts.reached = w.message

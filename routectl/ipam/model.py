@@ -193,3 +193,17 @@ def route_scope(specs: Iterable[PoolSpec]) -> tuple[tuple[str, ...], int]:
         warn = pct if warn is None else min(warn, pct)
     return tuple(sorted(cidrs)), DEFAULT_ROUTE_LIMIT_WARNING_PERCENT if warn is None else warn
 
+
+
+def node_masks(specs: Iterable[PoolSpec]) -> dict[str, int]:
+    """Canonical pool CIDR -> its node mask (the family's nodeMaskSize): what a node block of that pool
+    looks like, so a cloud driver can tell its own routes from a foreign route inside a pool."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        for text in spec.cidrs:
+            try:
+                net = parse_cidr(text)
+            except ValueError:
+                continue
+            out[str(net)] = spec.ipv4_mask if net.version == 4 else spec.ipv6_mask
+    return out

@@ -10,6 +10,7 @@ from typing import Any
 
 from routectl.cloud.reconcile import RoutePlan
 from routectl.controller.config import Config
+from routectl.ipam.model import node_masks
 from routectl.ops.planning import PoolSet
 from routectl.routes.model import NodeRoutes
 
@@ -26,6 +27,7 @@ def read_plan(config: Config, pools: PoolSet, nodes: Sequence[NodeRoutes]) -> Ro
         return None
     try:
         reconciler: Any = build_routes(config, list(pools.cluster_cidrs), pools.warn_percent)
+        reconciler.set_node_masks(node_masks(pools.specs))
         return reconciler.plan(list(nodes))
     except Exception as exc:  # any SDK / transport error: one clear message for the CLI
         raise CloudReadError(f"cannot read {config.provider} routes: {type(exc).__name__}: {exc}") from exc

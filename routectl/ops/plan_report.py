@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
+from routectl.cloud.limits import cap_for
 from routectl.cloud.reconcile import REASON_ROUTE_PENDING, RoutePlan
 from routectl.constants import REASON_ROUTE_CREATED
 from routectl.ops.planning import Waiting
@@ -31,11 +32,17 @@ def action_entry(a: RouteAction) -> dict[str, Any]:
 
 def table_plans(plan: RoutePlan, pending_routes: int) -> list[dict[str, Any]]:
     """Per table: action counts, used before/after, limit, headroom after (and after waiting nodes)."""
-    kinds: Counter[tuple[str, str]] = Counter((a.table, a.kind) for a in [*plan.actions, *plan.keeps])
-    refused = Counter(a.table for a in plan.refused)
+    caps = {c.key: c for c in plan.tables}
+
+    def cid(a: Any) -> str:  # the capacity an action counts against (table, or table/family on AWS)
+        cap = cap_for(caps, a.table, a.destination)
+        return cap.display_id if cap is not None else a.table
+
+    kinds: Counter[tuple[str, str]] = Counter((cid(a), a.kind) for a in [*plan.actions, *plan.keeps])
+    refused = Counter(cid(a) for a in plan.refused)
     out = []
     for cap in plan.tables:
-        t = cap.table
+        t = cap.display_id
         after = cap.used + kinds[(t, "create")] - kinds[(t, "delete")]
         out.append({
             "id": t, "create": kinds[(t, "create")], "replace": kinds[(t, "replace")],

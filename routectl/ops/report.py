@@ -102,7 +102,8 @@ def pool_entry(pool: Obj) -> dict[str, Any]:
 
 def table_entry(cap: TableCapacity) -> dict[str, Any]:
     """One route table (AWS) or the project's route quota (GCE): used / limit / free, and the quota's name."""
-    return {"id": cap.table, "used": cap.used, "limit": cap.limit, "free": cap.free, "quota": cap.quota_name}
+    return {"id": cap.display_id, "used": cap.used, "limit": cap.limit, "free": cap.free,
+            "quota": cap.quota_name, "note": cap.note}
 
 
 def limit_advice(cap: TableCapacity | None, needed: int) -> list[str]:
@@ -171,7 +172,7 @@ def warnings(limit_warnings: Sequence[LimitWarning] | None, caps: Sequence[Table
 
     `limit_warnings` None means the cloud was not read: the pools' RouteLimit conditions stand in.
     """
-    by_table = {c.table: c for c in caps}
+    by_table = {c.display_id: c for c in caps}  # warnings name the capacity (table, or table/family)
     out = [limit_warning_entry(w, by_table) for w in limit_warnings or []]
     return out + pool_warning_entries(pools, with_limits=limit_warnings is None)
 

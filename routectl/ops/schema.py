@@ -30,7 +30,8 @@ POOL = _obj({"name": _STR, "cidrs": {"type": "array", "items": _STR}, "nodeMaskS
              "nodeSelector": {"type": "object", "additionalProperties": _STR},
              "allocated": _NINT, "free": _NINT, "capacity": _NINT, "routesProgrammed": _NINT,
              "conditions": {"type": "array", "items": CONDITION}})
-ROUTE_TABLE = _obj({"id": _STR, "used": _INT, "limit": _INT, "free": _INT, "quota": _STR})
+# note: why the limit is not the quota's (learned from the cloud's refusal, quota unreadable), else ""
+ROUTE_TABLE = _obj({"id": _STR, "used": _INT, "limit": _INT, "free": _INT, "quota": _STR, "note": _STR})
 WARNING_KINDS = ["RouteLimitReached", "RouteLimitNearing", "Exhausted", "Invalid", "InUse"]
 WARNING = _obj({"kind": {"enum": WARNING_KINDS}, "pool": _NSTR, "table": _NSTR, "used": _NINT, "limit": _NINT,
                 "refused": _INT, "message": _STR, "advice": {"type": "array", "items": _STR}})

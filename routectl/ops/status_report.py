@@ -35,7 +35,7 @@ def tables_from_pools(pools: Iterable[Obj]) -> list[dict[str, Any]]:
             if t.get("id") and t["id"] not in seen:
                 used, limit = int(t.get("used", 0)), int(t.get("limit", 0))
                 seen[t["id"]] = {"id": t["id"], "used": used, "limit": limit, "free": max(0, limit - used),
-                                 "quota": ""}
+                                 "quota": "", "note": str(t.get("note", ""))}
     return list(seen.values())
 
 

@@ -47,9 +47,17 @@ class RouteAction:
     route: CloudRoute | None = None
 
 
+Family = Literal["ipv4", "ipv6"]
+# Where a capacity's limit comes from: the quota API, the cloud's own refusal (a limit error at that
+# count), or an upper bound assumed because the quota could not be read (routes are then attempted).
+LimitSource = Literal["quota", "learned", "assumed"]
+
+
 @dataclass(frozen=True)
 class TableCapacity:
-    """How full one route table (AWS) or the project's route quota (GCE) is, and how to raise it."""
+    """How full one route table (AWS, per IP family) or the network's route quota (GCE) is, and how to
+    raise it. `family` None means one count for both families; `note` says why a limit is not the quota's
+    (e.g. which permission is missing)."""
 
     table: str
     used: int
@@ -57,11 +65,39 @@ class TableCapacity:
     quota_name: str
     raise_to_hint: str
     provider: str
+    family: Family | None = None
+    source: LimitSource = "quota"
+    note: str = ""
 
     @property
     def free(self) -> int:
         """Slots left before the cloud refuses a new route (never negative)."""
         return max(0, self.limit - self.used)
+
+    @property
+    def key(self) -> tuple[str, Family | None]:
+        """(table, family): what the planner counts against."""
+        return (self.table, self.family)
+
+    @property
+    def display_id(self) -> str:
+        """`rtb-1/ipv6` for a per-family count, the table alone for a shared one (unique per capacity)."""
+        return self.table if self.family is None else f"{self.table}/{self.family}"
+
+    def status_entry(self) -> dict[str, str | int]:
+        """The pool status' routeTables item: id, used, limit, and where the limit comes from when it is
+        not the quota's (limitSource, note)."""
+        out: dict[str, str | int] = {"id": self.display_id, "used": self.used, "limit": self.limit}
+        if self.source != "quota":
+            out["limitSource"] = self.source
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def family_of(cidr: str) -> Family:
+    """"ipv6" for an IPv6 destination, else "ipv4" (prefix-list ids and the like count as IPv4)."""
+    return "ipv6" if ":" in cidr else "ipv4"
 
 
 @dataclass(frozen=True)

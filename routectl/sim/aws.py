@@ -4,8 +4,9 @@ Moto has no route limit, no throttling and no blackhole routes, so a small WSGI 
 the moto app adds them SERVER-SIDE (every client, in any process, sees them):
 - CreateRoute to a destination the table already has answers `RouteAlreadyExists` whatever the target
   (moto itself overwrites silently when the target is an ENI);
-- CreateRoute past the table's quota answers `RouteLimitExceeded` (HTTP 400), as EC2 does; the quota is
-  also what service-quotas GetServiceQuota(vpc, L-93826ACB) answers (configurable, default 50);
+- CreateRoute past the table's quota answers `RouteLimitExceeded` (HTTP 400), as EC2 does, counting IPv4
+  and IPv6 routes separately (the quota applies to each family); the quota is also what service-quotas
+  GetServiceQuota(vpc, L-93826ACB) answers (configurable, default 500 as on EC2 since 2025-06-23);
 - mutating EC2 calls draw from an EC2-like token bucket (burst B, refill r/s): empty -> HTTP 503
   `RequestLimitExceeded`; count-based or random faults (routectl.sim.faults) answer throttled, 500
   `InternalError`, or apply the change and then answer 500 (the client's retry meets RouteAlreadyExists);
@@ -42,6 +43,19 @@ CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing
 _SERVICE_RE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 _forced_blackholes: set[tuple[str, str]] = set()  # (route table id, destination) until ReplaceRoute
 _patched = False
+
+
+def subnet_plan(vpc_cidr: str, azs: int, nodes: int) -> list[str]:
+    """One subnet per AZ, each large enough for its share of `nodes` instances with a spare ENI each and
+    room to grow (x2), carved from the VPC CIDR; ValueError when the VPC cannot hold them."""
+    vpc = ipaddress.ip_network(vpc_cidr)
+    per_az = -(-max(nodes, 1) // max(azs, 1))
+    hosts = 4 * per_az + 8  # x2 ENIs (tests attach a spare one), x2 headroom, AWS reserves 5 addresses
+    prefix = min(28, vpc.max_prefixlen - max(4, (hosts - 1).bit_length()))
+    if prefix < vpc.prefixlen or 2 ** (prefix - vpc.prefixlen) < azs:
+        raise ValueError(f"VPC {vpc_cidr} cannot hold {azs} subnet(s) for {nodes} nodes; "
+                         "give a larger vpc_cidr")
+    return [str(s) for s in itertools.islice(vpc.subnets(new_prefix=prefix), azs)]
 
 
 def _route_target_id(route: Any) -> str | None:
@@ -121,12 +135,12 @@ class _Middleware:
             if action == "CreateRoute":
                 with sim._create_lock:  # count + create atomically, as the real limit is
                     table = params.get("RouteTableId", "")
-                    used = sim.used(table)
+                    dest = params.get("DestinationCidrBlock") or params.get("DestinationIpv6CidrBlock") or ""
+                    used = sim.used(table, "ipv6" if ":" in dest else "ipv4")
                     if used is not None and used >= sim.route_limit:
                         return _ec2_error(start_response, 400, "RouteLimitExceeded",
                                           f"The maximum number of routes ({sim.route_limit}) has been "
                                           f"reached for route table {table}.")
-                    dest = params.get("DestinationCidrBlock") or params.get("DestinationIpv6CidrBlock") or ""
                     if sim.has_route(table, dest):  # moto silently overwrites when the target is an ENI
                         return _ec2_error(start_response, 400, "RouteAlreadyExists",
                                           f"The route identified by {dest} already exists.")
@@ -197,7 +211,8 @@ class MotoAWS(ServedFake, InjectsFaults):
         *,
         azs: Iterable[str] = ("us-east-1a",),
         vpc_cidr: str = "10.0.0.0/16",
-        route_limit: int = 50,
+        route_limit: int = 500,
+        nodes: int = 250,
         rate: float | None = None,
         burst: int | None = None,
         latency: float = 0.0,
@@ -213,6 +228,7 @@ class MotoAWS(ServedFake, InjectsFaults):
         self.region = region
         self.azs = list(azs)
         self.vpc_cidr = vpc_cidr
+        self.subnet_cidrs = subnet_plan(vpc_cidr, len(self.azs), nodes)
         self.route_limit = route_limit
         self.bucket = TokenBucket(rate, burst or max(1, int(rate))) if rate else None
         self.latency = latency
@@ -232,7 +248,6 @@ class MotoAWS(ServedFake, InjectsFaults):
         self.subnets: dict[str, str] = {}
         self.route_tables: dict[str, str] = {}  # az -> route table id
         self.nodes: dict[str, dict[str, str]] = {}  # node name -> instance, eni, az, providerID
-        self._subnet_ids = itertools.count(1)
         self._session: boto3.Session | None = None
         self._clients: dict[str, Any] = {}
 
@@ -281,9 +296,7 @@ class MotoAWS(ServedFake, InjectsFaults):
         self.vpc_id = ec2.create_vpc(CidrBlock=self.vpc_cidr)["Vpc"]["VpcId"]
         self.igw_id = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
         ec2.attach_internet_gateway(InternetGatewayId=self.igw_id, VpcId=self.vpc_id)
-        base = self.vpc_cidr.split(".")
-        for az in self.azs:
-            cidr = f"{base[0]}.{base[1]}.{next(self._subnet_ids)}.0/24"
+        for az, cidr in zip(self.azs, self.subnet_cidrs, strict=True):
             self.subnets[az] = ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=cidr,
                                                  AvailabilityZone=az)["Subnet"]["SubnetId"]
             rtb = ec2.create_route_table(VpcId=self.vpc_id, TagSpecifications=[{
@@ -339,10 +352,30 @@ class MotoAWS(ServedFake, InjectsFaults):
         self.client().create_route(RouteTableId=table, DestinationCidrBlock=destination, **target)
 
     # ----- inspection -----
-    def used(self, table: str) -> int | None:
-        """Routes in a table (local, IGW, foreign, ours) straight from moto's state; None if unknown."""
+    def used(self, table: str, family: str | None = None) -> int | None:
+        """Routes in a table (local, IGW, foreign, ours) straight from moto's state, of one family
+        ("ipv4"/"ipv6") or all; None if the table is unknown."""
         rt = self._backend().route_tables.get(table)
-        return None if rt is None else len(rt.routes)
+        if rt is None:
+            return None
+        if family is None:
+            return len(rt.routes)
+        v6 = family == "ipv6"
+        return sum(1 for r in rt.routes if bool(r.destination_ipv6_cidr_block) == v6)
+
+    def fill(self, table: str, count: int, start: str = "172.16.0.0") -> list[str]:
+        """Add `count` foreign /32 IPv4 routes (to the IGW) straight into moto's state (fast, not logged):
+        a table someone else already filled. Returns the destinations."""
+        from moto.ec2.models.route_tables import Route
+
+        rt = self._backend().route_tables[table]
+        igw = self._backend().internet_gateways[self.igw_id]
+        base = int(ipaddress.ip_address(start))
+        dests = [f"{ipaddress.ip_address(base + i)}/32" for i in range(count)]
+        for d in dests:
+            route = Route(rt, d, None, None, gateway=igw)
+            rt._routes[route.id] = route
+        return dests
 
     def has_route(self, table: str, destination: str) -> bool:
         """Whether the table already has a route to exactly this destination (as EC2 compares them)."""

@@ -150,12 +150,14 @@ class SimCluster:
                 for k, v in AWS_CREDENTIALS_ENV.items():
                     os.environ.setdefault(k, v)
                 self.aws = MotoAWS(cluster_id=self.cluster_name, azs=self.zones,
-                                   route_limit=self.route_limit or 50).start()
+                                   route_limit=self.route_limit or 500,
+                                   nodes=max(2 * self.initial_nodes, 250)).start()
             else:
                 from routectl.sim.fake_gce import FakeGCE
 
-                kw = {"routes_quota": self.route_limit} if self.route_limit else {}
-                self.gce = FakeGCE(**kw).start()
+                # 2026: static routes count against STATIC_ROUTES_PER_NETWORK; the project ROUTES quota is
+                # deprecated (not reported)
+                self.gce = FakeGCE(routes_quota=None, static_routes_quota=self.route_limit or 250).start()
             self.kube.install_crd(load_crd())
             self.create_pool(self.pool_name, [self.pool_cidr], mask=self.mask)
             self.add_nodes(self.initial_nodes)

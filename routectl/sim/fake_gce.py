@@ -1,11 +1,17 @@
 """A fake Google Compute Engine REST server (stdlib HTTP) serving exactly the paths routectl calls.
 
 Tests and `routectl simulate` drive the real google-cloud-compute client against it. It enforces what
-matters for a route controller: route name uniqueness (409 alreadyExists), the project's ROUTES quota
-(403 QUOTA_EXCEEDED), a token-bucket rate limit on mutating calls (429 rateLimitExceeded), operations that
+matters for a route controller: route name uniqueness (409 alreadyExists), the network's
+STATIC_ROUTES_PER_NETWORK quota (every static route of the network) and, where configured, the deprecated
+project ROUTES quota (403 QUOTA_EXCEEDED naming the quota), a token-bucket rate limit on mutating calls
+(429, or 403 rateLimitExceeded as GCE answers per-minute budgets), operations that
 go PENDING -> DONE after a delay, configurable latency and injected faults (routectl.sim.faults: 429s,
 5xx, and 5xx after the change was applied), count-based or random. Every request is logged under
 the IAM permission a real call needs (e.g. compute.routes.insert) for least-privilege tests.
+
+It also serves the Cloud Quotas API path the google-cloud-quotas client uses
+(GET /v1/projects/{p}/locations/global/services/compute.googleapis.com/quotaInfos[/{id}]): the
+STATIC_ROUTES_PER_NETWORK QuotaInfo, or 403 when `quotas_api_denied`.
 
 Run standalone: `python -m routectl.sim.fake_gce --port 8089 --instance us-central1-a/node-1`.
 Admin paths for other processes: POST /_fake/instances {"zone","name","canIpForward","tags"},
@@ -64,7 +70,10 @@ class FakeGCE(ServedFake, InjectsFaults):
         project: str = "sim-project",
         network: str = "default",
         *,
-        routes_quota: int = 250,
+        routes_quota: int | None = 250,
+        static_routes_quota: int | None = None,
+        quotas_api_denied: bool = False,
+        rate_limit_status: int = 429,
         rate: float | None = None,
         burst: int | None = None,
         latency: float = 0.0,
@@ -78,7 +87,14 @@ class FakeGCE(ServedFake, InjectsFaults):
     ) -> None:
         self.project = project
         self.network = network
-        self.routes_quota = routes_quota
+        self.routes_quota = routes_quota  # project ROUTES (deprecated); None: the project does not report it
+        self.static_routes_quota = static_routes_quota  # per network; None: not enforced nor reported
+        self.quotas_api_denied = quotas_api_denied
+        # network numeric id -> STATIC_ROUTES_PER_NETWORK granted to that network (a quota preference);
+        # it replaces static_routes_quota (the default) for that network
+        self.network_quota_overrides: dict[str, int] = {}
+        self.network_ids: dict[str, str] = {}
+        self.rate_limit_status = rate_limit_status
         self.latency = latency
         self.faults = FaultPlan(throttle_every=throttle_every, error_every=error_every, error_rate=error_rate,
                                 seed=seed)
@@ -217,9 +233,58 @@ class FakeGCE(ServedFake, InjectsFaults):
     def _quota_usage(self) -> int:
         return len(self.routes)
 
+    def network_id(self, network: str | None = None) -> str:
+        """The numeric id of a network (stable once asked for)."""
+        with self._lock:
+            return self.network_ids.setdefault(network or self.network, str(next(self._ids)))
+
+    def static_routes_limit(self) -> int | None:
+        """STATIC_ROUTES_PER_NETWORK of our network: its override, else the default."""
+        return self.network_quota_overrides.get(self.network_id(), self.static_routes_quota)
+
+    def network_static_routes(self, network: str | None = None) -> int:
+        """Static routes of one network (every route here is static), IPv4 and IPv6 together."""
+        url = self.network_url(network)
+        return sum(1 for r in self.routes.values() if r.get("network") == url)
+
+    def _quota_info(self) -> dict[str, Any]:
+        from routectl.cloud.gce import STATIC_ROUTES_METRIC, STATIC_ROUTES_QUOTA_ID
+
+        parent = f"projects/{self.project}/locations/global/services/compute.googleapis.com"
+        overrides = sorted(self.network_quota_overrides.items())
+        infos = [{"dimensions": {"network_id": net_id}, "details": {"value": str(value)},
+                  "applicableLocations": ["global"]} for net_id, value in overrides]
+        infos.append({"dimensions": {}, "details": {"value": str(self.static_routes_quota)},
+                      "applicableLocations": ["global"]})
+        return {"name": f"{parent}/quotaInfos/{STATIC_ROUTES_QUOTA_ID}", "quotaId": STATIC_ROUTES_QUOTA_ID,
+                "metric": STATIC_ROUTES_METRIC, "service": "compute.googleapis.com", "isPrecise": True,
+                "containerType": "PROJECT", "dimensions": ["network_id"],
+                "quotaDisplayName": "Static routes per VPC network", "dimensionsInfos": infos}
+
+    def handle_quotas(self, method: str, parts: list[str]) -> tuple[int, Any]:
+        """The Cloud Quotas API: GET .../quotaInfos[/{id}] for compute.googleapis.com."""
+        with self._lock:
+            self.call_log.append((method, "cloudquotas.quotas.get"))
+            self.permission_log.append("cloudquotas.quotas.get")
+        if self.quotas_api_denied:
+            raise _HTTPError(403, "IAM_PERMISSION_DENIED",
+                             "Permission 'cloudquotas.quotas.get' denied on resource (or it may not exist).")
+        # v1 projects <p> locations global services <svc> quotaInfos [id]
+        if len(parts) < 8 or parts[1] != "projects" or parts[2] != self.project or parts[7] != "quotaInfos":
+            raise _HTTPError(404, "notFound", "unknown Cloud Quotas path")
+        known = [] if self.static_routes_quota is None else [self._quota_info()]
+        if len(parts) == 8:
+            return 200, {"quotaInfos": known}
+        found = [q for q in known if q["quotaId"] == parts[8]]
+        if not found:
+            raise _HTTPError(404, "notFound", f"QuotaInfo {parts[8]} not found")
+        return 200, found[0]
+
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         """Serve one request; returns (status, json). Raises _HTTPError for error answers."""
         parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["v1"] and method == "GET":
+            return self.handle_quotas(method, parts)
         if parts[:2] != ["compute", "v1"] or len(parts) < 4 or parts[2] != "projects":
             raise _HTTPError(404, "notFound", f"unknown path {path}")
         project, rest = parts[3], parts[4:]
@@ -234,7 +299,8 @@ class FakeGCE(ServedFake, InjectsFaults):
         if mutating and self.bucket and not self.bucket.try_acquire():
             with self._lock:
                 self.throttled += 1
-            raise _HTTPError(429, "rateLimitExceeded", "Rate Limit Exceeded")
+            raise _HTTPError(self.rate_limit_status, "rateLimitExceeded",
+                             "Quota exceeded for quota metric Global mutation requests (rate limit)")
         key = f"{method} {path} {sorted(query.items())} {json.dumps(body, sort_keys=True)}"
         fault = self.faults.decide(key, mutating)
         if fault == THROTTLE:
@@ -271,15 +337,18 @@ class FakeGCE(ServedFake, InjectsFaults):
             return "compute.instances.get", False
         if rest[0] == "zones" and len(rest) == 3 and rest[2] == "instances":
             return "compute.instances.list", False
+        if rest[:2] == ["global", "networks"] and len(rest) == 3:
+            return "compute.networks.get", False
         return "compute.unknown", False
 
     def _dispatch(self, method: str, rest: list[str], query: dict[str, list[str]],
                   body: Any) -> tuple[int, Any]:
         if not rest and method == "GET":
-            return 200, {"kind": "compute#project", "name": self.project, "quotas": [
-                {"metric": "ROUTES", "limit": float(self.routes_quota), "usage": float(self._quota_usage())},
-                {"metric": "NETWORKS", "limit": 15.0, "usage": 1.0},
-            ]}
+            quotas: list[dict[str, Any]] = [{"metric": "NETWORKS", "limit": 15.0, "usage": 1.0}]
+            if self.routes_quota is not None:
+                quotas.insert(0, {"metric": "ROUTES", "limit": float(self.routes_quota),
+                                  "usage": float(self._quota_usage())})
+            return 200, {"kind": "compute#project", "name": self.project, "quotas": quotas}
         if rest[:2] == ["global", "routes"]:
             if len(rest) == 2 and method == "POST":
                 return 200, self._insert(body or {})
@@ -295,6 +364,13 @@ class FakeGCE(ServedFake, InjectsFaults):
                 if method == "DELETE":
                     link = self.routes.pop(name)["selfLink"]
                     return 200, self._new_op("delete", link)
+        if rest[:2] == ["global", "networks"] and len(rest) == 3 and method == "GET":
+            if rest[2] != self.network:
+                raise _HTTPError(404, "notFound", f"The resource 'projects/{self.project}/global/networks/"
+                                 f"{rest[2]}' was not found")
+            net_id = self.network_id(rest[2])
+            return 200, {"kind": "compute#network", "id": net_id, "name": rest[2],
+                         "selfLink": self.network_url(rest[2])}
         if rest[:2] == ["global", "operations"] and len(rest) >= 3:
             name = rest[2]
             if name not in self.operations:
@@ -341,8 +417,14 @@ class FakeGCE(ServedFake, InjectsFaults):
             raise _HTTPError(409, "alreadyExists",
                              f"The resource 'projects/{self.project}/global/routes/{name}' already exists")
         link = f"{BASE}/projects/{self.project}/global/routes/{name}"
-        if self._quota_usage() >= self.routes_quota:
+        msg = ""
+        static = self.static_routes_limit()
+        if static is not None and self.network_static_routes() >= static:
+            msg = (f"Quota 'STATIC_ROUTES_PER_NETWORK' exceeded.  Limit: {float(static)} "
+                   f"in network {self.network}.")
+        elif self.routes_quota is not None and self._quota_usage() >= self.routes_quota:
             msg = f"Quota 'ROUTES' exceeded.  Limit: {float(self.routes_quota)} globally."
+        if msg:
             if self.quota_error_in_operation:
                 err = {"errors": [{"code": "QUOTA_EXCEEDED", "message": msg}]}
                 return self._new_op("insert", link, err, 403)

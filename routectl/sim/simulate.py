@@ -16,7 +16,7 @@ by routectl.ops.schema.SIMULATE_SCHEMA)::
                 "routesProgrammed", "conditions": [{"type", "status", "reason", "message"}]}],
      "nodes": [{"name", "podCIDRs": [str], "routes": [{"table", "destination", "nextHop", "state"}],
                 "networkUnavailable": {"status", "reason", "message"}}],
-     "routeTables": [{"id", "used", "limit", "free", "quota"}],
+     "routeTables": [{"id", "used", "limit", "free", "quota", "note"}],
      "warnings": [{"kind", "pool", "table", "used", "limit", "refused", "message", "advice": [str]}],
      "summary": {"nodes", "withPodCIDR", "routed", "withoutRoute", "warnings"}}
 
@@ -181,8 +181,8 @@ class _Progress:
 @click.option("--pool-cidr", default="10.244.0.0/16", show_default=True, help="CIDR of the default pool.")
 @click.option("--mask", type=int, default=24, show_default=True, help="Node block size (prefix length).")
 @click.option("--route-limit", type=int, default=None,
-              help="AWS: routes per route table (default 50, the real default quota). "
-                   "GCE: the project's ROUTES quota (default 250).")
+              help="AWS: routes per route table and IP family (default 500, EC2's default quota since "
+                   "2025-06). GCE: the network's STATIC_ROUTES_PER_NETWORK quota (default 250).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for convergence once the cluster is up, before giving up (exit 1).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)

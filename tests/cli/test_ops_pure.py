@@ -183,7 +183,7 @@ def test_status_report_schema_and_text() -> None:
                            ipam=ipam, cloud_error=None)
     jsonschema.validate(report, STATUS_SCHEMA)
     assert report["routeTables"] == [{"id": "rtb-1", "used": 3, "limit": 50, "free": 47, "quota": "",
-                                      "source": "poolStatus"}]
+                                      "note": "", "source": "poolStatus"}]
     assert [(n["name"], n["reason"]) for n in report["nodesWithoutRoutes"]] == [("n2", "NoPodCIDR")]
     assert [e["object"] for e in report["recentWarningEvents"]] == ["Node/n2"]
     assert report["pools"][0]["recomputed"] == {"allocated": 1, "capacity": 256, "free": 255}

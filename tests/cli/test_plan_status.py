@@ -156,7 +156,8 @@ def test_plan_on_a_full_aws_table_lists_refused_routes_and_the_waiting_node(aws_
     assert len(unrouted) == 2
     assert report["actions"] == []
     assert {a["node"] for a in report["refused"]} == unrouted
-    (table,) = report["tables"]
+    table, v6 = report["tables"]  # EC2 counts IPv4 and IPv6 routes apart: one capacity each
+    assert table["id"].endswith("/ipv4") and v6["id"].endswith("/ipv6") and v6["usedAfter"] == 0
     assert (table["keep"], table["refused"], table["usedAfter"], table["limit"]) == (4, 2, 6, 6)
     assert table["headroomAfter"] == 0 and table["headroomAfterWaitingNodes"] == -3
     (waiting,) = report["waitingNodes"]
@@ -189,7 +190,8 @@ def test_status_lists_nodes_without_routes_and_why(aws_sim: SimCluster) -> None:
     (pool,) = report["pools"]
     assert pool["allocated"] == pool["recomputed"]["allocated"] == 6
     assert pool["capacity"] == pool["recomputed"]["capacity"] == 256
-    (table,) = report["routeTables"]
+    table, v6 = report["routeTables"]  # EC2 counts IPv4 and IPv6 apart: one capacity each
+    assert table["id"].endswith("/ipv4") and v6["id"].endswith("/ipv6") and v6["used"] == 0
     assert (table["used"], table["limit"], table["source"]) == (6, 6, "cloud")
     assert [w["kind"] for w in report["warnings"]] == ["RouteLimitReached"]
     reasons = {(e["object"], e["reason"]) for e in report["recentWarningEvents"]}
@@ -209,7 +211,8 @@ def test_status_without_the_cloud_uses_pool_status(aws_sim: SimCluster) -> None:
     report = run.json()
     jsonschema.validate(report, STATUS_SCHEMA)
     assert report["cloudRead"] is False and run.cloud_calls == []
-    (table,) = report["routeTables"]
+    table, v6 = report["routeTables"]
+    assert table["id"].endswith("/ipv4") and v6["id"].endswith("/ipv6")
     assert (table["used"], table["limit"], table["source"]) == (6, 6, "poolStatus")
     # the controller's own RouteLimitReached condition stands in for the live planner's warning
     assert "RouteLimitReached" in {w["kind"] for w in report["warnings"]}

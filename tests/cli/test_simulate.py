@@ -18,8 +18,11 @@ from routectl.ops.schema import SIMULATE_SCHEMA
 pytestmark = pytest.mark.slow
 
 RUNS: dict[str, list[str]] = {
-    "aws60_table": ["--cloud", "aws", "--nodes", "60"],
-    "aws60_json": ["--cloud", "aws", "--nodes", "60", "--output", "json"],
+    # a table whose quota is still the pre-2025-06 default of 50 routes
+    "aws60_table": ["--cloud", "aws", "--nodes", "60", "--route-limit", "50"],
+    "aws60_json": ["--cloud", "aws", "--nodes", "60", "--route-limit", "50", "--output", "json"],
+    "aws60_500": ["--cloud", "aws", "--nodes", "60", "--route-limit", "500", "-o", "json"],
+    "gce30_static20": ["--cloud", "gce", "--nodes", "30", "--route-limit", "20", "-o", "json"],
     "gce20_json": ["--cloud", "gce", "--nodes", "20", "-o", "json"],
     # a /24 pool cut in /25 blocks has room for 2 nodes, not 4: can never converge
     "exhausted": ["--cloud", "gce", "--nodes", "4", "--pool-cidr", "10.250.0.0/24", "--mask", "25",
@@ -91,7 +94,7 @@ def test_aws_60_nodes_hits_the_route_limit_and_says_both_ways_out(runs: dict[str
     assert "vpc/L-93826ACB" in out and "to at least 62" in out
     assert "overlay network (e.g. VXLAN)" in out
     table_rows = [line.split() for line in out.splitlines() if line.startswith("rtb-")]
-    assert [r[1:4] for r in table_rows] == [["50", "50", "0"]]
+    assert [r[1:4] for r in table_rows] == [["50", "50", "0"], ["0", "50", "50"]]  # IPv4, IPv6
     last = out.strip().splitlines()[-1]
     assert last.startswith("Converged in ") and "60 nodes, 48 routed, 12 without route" in last
 
@@ -105,7 +108,8 @@ def test_aws_60_json_shape_and_content(runs: dict[str, Run]) -> None:
     assert report["summary"] == {"nodes": 60, "withPodCIDR": 60, "routed": 48, "withoutRoute": 12,
                                  "warnings": 1}
     _nodes_ok(report)
-    (table,) = report["routeTables"]
+    table, v6 = report["routeTables"]  # EC2 counts IPv4 and IPv6 routes apart
+    assert table["id"].endswith("/ipv4") and (v6["used"], v6["limit"]) == (0, 50)
     assert (table["used"], table["limit"], table["free"]) == (50, 50, 0)
     (warning,) = report["warnings"]
     assert warning["kind"] == "RouteLimitReached" and warning["table"] == table["id"]
@@ -119,7 +123,8 @@ def test_aws_60_json_shape_and_content(runs: dict[str, Run]) -> None:
             assert n["routes"] == []
         else:
             assert cond["reason"] == "RouteCreated"
-            assert all(r["nextHop"].startswith("eni-") and r["table"] == table["id"] for r in n["routes"])
+            assert all(r["nextHop"].startswith("eni-") and table["id"] == f"{r['table']}/ipv4"
+                       for r in n["routes"])
     (pool,) = report["pools"]
     assert (pool["allocated"], pool["routesProgrammed"]) == (60, 48)
 
@@ -138,6 +143,27 @@ def test_gce_20_nodes_all_routed(runs: dict[str, Run]) -> None:
         assert route["nextHop"].endswith(f"/instances/{n['name']}")
     (quota,) = report["routeTables"]
     assert quota["used"] == 20 and quota["limit"] == 250
+    assert "STATIC_ROUTES_PER_NETWORK" in quota["quota"]
+
+
+def test_aws_60_nodes_under_the_2025_default_quota_are_all_routed(runs: dict[str, Run]) -> None:
+    code, _, err = runs["aws60_500"].result()
+    report = runs["aws60_500"].json()
+    assert code == 0, err[-3000:]
+    assert report["summary"]["routed"] == 60 and report["summary"]["withoutRoute"] == 0
+    assert report["warnings"] == []
+    assert [(t["used"], t["limit"]) for t in report["routeTables"]] == [(62, 500), (0, 500)]
+
+
+def test_gce_advice_names_the_static_routes_quota(runs: dict[str, Run]) -> None:
+    code, _, err = runs["gce30_static20"].result()
+    report = runs["gce30_static20"].json()
+    assert code == 0, err[-3000:]
+    assert report["summary"]["routed"] == 20 and report["summary"]["withoutRoute"] == 10
+    (warning,) = report["warnings"]
+    assert warning["kind"] == "RouteLimitReached"
+    assert any("STATIC_ROUTES_PER_NETWORK" in a and "at least 30" in a and "quotas preferences" in a
+               for a in warning["advice"])
 
 
 def test_exhausted_pool_fails_with_the_reason_and_advice(runs: dict[str, Run]) -> None:

@@ -96,8 +96,9 @@ class GCEHarness:
                                     description=f"{ROUTE_DESCRIPTION_MARKER} cluster={CLUSTER}")
         self.fake.add_foreign_route("default-internet", "0.0.0.0/0",
                                     next_hop_gateway="global/gateways/default")
+        self.fake.add_foreign_route("vpn-10-244-16-20", "10.244.16.0/20", next_hop_instance=hop)
         return {"vpn-10-244-200", "rc-c1-11111111-2222-3333-4444-555555555555",
-                "rc-c1-99999999-2222-3333-4444-555555555555", "default-internet"}
+                "rc-c1-99999999-2222-3333-4444-555555555555", "default-internet", "vpn-10-244-16-20"}
 
     def foreign_snapshot(self, names: set[str]) -> dict[str, Any]:
         snap = self.fake.routes_snapshot()
@@ -108,6 +109,24 @@ class GCEHarness:
 
     def used(self) -> int:
         return len(self.fake.routes)
+
+    learned_text = "limit learned from GCE"
+    quota_permission = "cloudquotas.quotas.get"
+
+    def deny_quota(self, real_limit: int) -> None:
+        """The quota cannot be read (Cloud Quotas denied, no project ROUTES metric); the network still
+        holds `real_limit` static routes."""
+        self.fake.quotas_api_denied = True
+        self.fake.routes_quota = None
+        self.fake.static_routes_quota = real_limit
+
+    def fill(self, count: int) -> None:
+        """`count` foreign static routes in our network (to the default gateway), stored server-side."""
+        with self.fake._lock:
+            for i in range(count):
+                self.fake._store_route({"name": f"other-{i}", "destRange": f"172.16.{i // 256}.{i % 256}/32",
+                                        "network": self.fake.network_url(),
+                                        "nextHopGateway": "global/gateways/default-internet-gateway"})
 
     def create_attempts(self) -> int:
         return self.fake.calls("compute.routes.insert")
@@ -182,14 +201,16 @@ class AWSHarness:
         return next(n["eni"] for n in self.sim.nodes.values() if n["instance"] == iid)
 
     def routes_to(self) -> dict[str, set[str]]:
-        """destination -> next hops of routes inside the cluster CIDRs in any of our tables (server state)."""
+        """destination -> next hops of node-block routes (/24, /64: the pools' node masks) inside the
+        cluster CIDRs in any of our tables (server state)."""
         from routectl.routes.model import inside_any, parse_pools
 
         pools = parse_pools(CLUSTER_CIDRS)
         out: dict[str, set[str]] = {}
         for t in self.sim.route_table_ids:
             for dest, r in self.sim.routes(t).items():
-                if inside_any(dest, pools) and str(r["target"]).startswith(("eni-", "i-")):
+                node_block = dest.endswith(("/24", "/64"))
+                if node_block and inside_any(dest, pools) and str(r["target"]).startswith(("eni-", "i-")):
                     out.setdefault(dest, set()).add(str(r["target"]))
         return out
 
@@ -200,8 +221,9 @@ class AWSHarness:
         return {f"{t}:{d}": r for t in self.sim.route_table_ids for d, r in self.sim.routes(t).items()}
 
     def add_foreign_routes(self) -> set[str]:
-        """Foreign: a cluster-CIDR route to the IGW, a route outside our pools to some ENI, plus the local
-        and default IGW routes every table has."""
+        """Foreign: a cluster-CIDR route to the IGW, a route outside our pools to some ENI, a /20 inside
+        the pool to an appliance's ENI and a /25 inside it to an instance (not node blocks: our pools'
+        node mask is /24), plus the local and default IGW routes every table has."""
         ec2 = self.sim.client()
         sub = next(iter(self.sim.subnets.values()))
         eni = ec2.create_network_interface(SubnetId=sub)["NetworkInterface"]["NetworkInterfaceId"]
@@ -209,7 +231,10 @@ class AWSHarness:
         for t in self.sim.route_table_ids:
             self.sim.add_foreign_route(t, "10.244.200.0/24", GatewayId=self.sim.igw_id)
             self.sim.add_foreign_route(t, "192.168.7.0/24", NetworkInterfaceId=eni)
-            names |= {f"{t}:10.244.200.0/24", f"{t}:192.168.7.0/24", f"{t}:0.0.0.0/0", f"{t}:10.0.0.0/16"}
+            self.sim.add_foreign_route(t, "10.244.16.0/20", NetworkInterfaceId=eni)
+            self.sim.add_foreign_route(t, "10.244.40.128/25", NetworkInterfaceId=eni)
+            names |= {f"{t}:10.244.200.0/24", f"{t}:192.168.7.0/24", f"{t}:0.0.0.0/0", f"{t}:10.0.0.0/16",
+                      f"{t}:10.244.16.0/20", f"{t}:10.244.40.128/25"}
         self.sim.reset_log()
         return names
 
@@ -222,6 +247,19 @@ class AWSHarness:
 
     def used(self) -> int:
         return max(self.sim.used(t) or 0 for t in self.sim.route_table_ids)
+
+    learned_text = "limit learned from EC2"
+    quota_permission = "servicequotas:GetServiceQuota"
+
+    def deny_quota(self, real_limit: int) -> None:
+        """GetServiceQuota is denied; the tables still hold `real_limit` routes per family."""
+        self.sim.deny_quota = True
+        self.sim.route_limit = real_limit
+
+    def fill(self, count: int) -> None:
+        """`count` foreign IPv4 routes in each of our tables (to the IGW), stored server-side."""
+        for t in self.sim.route_table_ids:
+            self.sim.fill(t, count)
 
     def create_attempts(self) -> int:
         return self.sim.calls("ec2:CreateRoute")

@@ -84,24 +84,30 @@ def test_configured_table_ids_and_shared_tag(aws: AWSHarness) -> None:
     assert other["RouteTable"]["RouteTableId"] not in aws.driver().list_tables()
 
 
-def test_quota_denied_falls_back_to_50_and_cloud_refusal_stops_creates(aws: AWSHarness) -> None:
+def test_quota_denied_attempts_until_ec2_refuses(aws: AWSHarness) -> None:
+    """Denied GetServiceQuota: no guessed limit refuses routes; the table's real limit (here 5) is learned
+    from the first RouteLimitExceeded and no more creates are tried in that table."""
     aws.sim.deny_quota = True
-    aws.set_limit(5)  # the real table limit is lower than the assumed default of 50
+    aws.set_limit(5)
     nodes = [aws.add_node(f"node-{i}", (f"10.244.{i}.0/24",)) for i in range(1, 9)]
     drv = aws.driver(concurrency=1)
     caps = drv.capacity(drv.list_routes())
-    assert {c.limit for c in caps} == {50} and "GetServiceQuota failed" in caps[0].raise_to_hint
+    assert {c.source for c in caps} == {"assumed"} and {c.family for c in caps} == {"ipv4", "ipv6"}
+    assert "permission servicequotas:GetServiceQuota is missing" in caps[0].note
     res = RouteReconciler(drv, CLUSTER_CIDRS, concurrency=1).sync(nodes)
-    # 3 fit per table (local + IGW already there); once the cloud says RouteLimitExceeded, no more tries
+    # 3 fit per table (local + IGW already there); once EC2 says RouteLimitExceeded, no more tries
     assert aws.create_attempts() == 2 * (3 + 1)
     assert sum(s.ok for s in res.nodes.values()) == 3
     assert all(s.reason == "RouteLimitReached" for n, s in res.nodes.items() if not s.ok)
-    assert any(w.kind == "reached" and "overlay" in w.message for w in res.warnings)
+    assert any(w.kind == "reached" and "overlay" in w.message and "learned from EC2" in w.message
+               for w in res.warnings)
+    v4 = [c for c in drv.capacity(drv.list_routes()) if c.family == "ipv4"]
+    assert {(c.limit, c.source) for c in v4} == {(5, "learned")}
 
 
 def test_quota_outage_keeps_last_value_and_fallback_is_short_lived(aws: AWSHarness) -> None:
-    """Only a denied GetServiceQuota means "assume 50"; an outage keeps the last value read, and a
-    fallback is not pinned for the whole quota TTL."""
+    """An outage keeps the last value read; a fallback is not pinned for the whole quota TTL; denied means
+    "unknown" (None), not a guess."""
     aws.set_limit(200)
     drv = aws.driver(quota_ttl=0)  # re-read on every call
     drv.caller.initial = drv.caller.maximum = 0.001  # fast retries
@@ -110,14 +116,56 @@ def test_quota_outage_keeps_last_value_and_fallback_is_short_lived(aws: AWSHarne
     assert drv.route_limit() == 200 and "keeping the last value read (200)" in drv.quota_note
     fresh = aws.driver(quota_retry_ttl=0)  # quota_ttl stays 1 h
     fresh.caller.initial = fresh.caller.maximum = 0.001
-    assert fresh.route_limit() == 50  # nothing read yet: the default, briefly
+    assert fresh.route_limit() is None  # nothing read yet: unknown, briefly
     aws.sim.quota_error = None
     assert fresh.route_limit() == 200 and fresh.quota_note == ""
     aws.sim.deny_quota = True
     aws.reset_log()
     denied = aws.driver()
-    assert denied.route_limit() == 50 and "AccessDenied" in denied.quota_note
+    assert denied.route_limit() is None and "AccessDenied" in denied.quota_note
     assert aws.sim.calls("servicequotas:GetServiceQuota") == 1  # denied is not retried
+
+
+def test_dual_stack_counts_each_family_against_its_own_limit(aws: AWSHarness) -> None:
+    """60 IPv4 + 60 IPv6 node routes in a table whose quota is 100 per family: all created, and both
+    capacities are reported (IPv4 also holds the local and IGW routes)."""
+    aws.set_limit(100)
+    table = aws.sim.route_table_ids[0]
+    nodes = [aws.add_node(f"n{i}", (f"10.244.{i}.0/24", f"fd00:10:244:{i:x}::/64")) for i in range(60)]
+    rec = RouteReconciler(aws.driver(route_table_ids=[table]), CLUSTER_CIDRS, concurrency=8)
+    res = rec.sync(nodes)
+    assert all(s.ok for s in res.nodes.values()), {k: v for k, v in res.nodes.items() if not v.ok}
+    assert res.refused == [] and res.failed == []
+    assert (aws.sim.used(table, "ipv4"), aws.sim.used(table, "ipv6")) == (62, 60)
+    caps = {c.display_id: (c.used, c.limit) for c in res.tables}
+    assert caps == {f"{table}/ipv4": (62, 100), f"{table}/ipv6": (60, 100)}
+    assert [c.status_entry()["id"] for c in res.tables] == [f"{table}/ipv4", f"{table}/ipv6"]
+
+
+def test_instance_lookups_follow_next_token(aws: AWSHarness) -> None:
+    """moto pages DescribeInstances at 100 even when IDs are given: 110 nodes are all resolved."""
+    nodes = [aws.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(110)]
+    drv = aws.driver()
+    got = drv.resolve_many(nodes)
+    assert got == {n.name: aws.target_of(n) for n in nodes}
+    assert aws.sim.calls("ec2:DescribeInstances") == 2  # one batch, two pages
+
+
+def test_simulated_vpc_holds_hundreds_of_nodes_per_az() -> None:
+    """Subnets are sized to the node count: 500 nodes in one AZ fit (a /24 held 251)."""
+    from routectl.sim.aws import MotoAWS, subnet_plan
+
+    assert subnet_plan("10.0.0.0/16", 1, 500) == ["10.0.0.0/21"]
+    assert subnet_plan("10.0.0.0/16", 3, 5000) == ["10.0.0.0/19", "10.0.32.0/19", "10.0.64.0/19"]
+    with pytest.raises(ValueError, match="larger vpc_cidr"):
+        subnet_plan("10.0.0.0/24", 2, 5000)
+    sim = MotoAWS("c1", azs=("us-east-1a",), nodes=500).start()
+    try:
+        out = sim.client().run_instances(ImageId="ami-12c6146b", MinCount=300, MaxCount=300,
+                                         InstanceType="t3.small", SubnetId=sim.subnets["us-east-1a"])
+        assert len(out["Instances"]) == 300
+    finally:
+        sim.stop()
 
 
 def test_create_gives_up_when_existing_route_is_never_listed(aws: AWSHarness,
@@ -149,3 +197,29 @@ def test_ipv6_route_uses_ipv6_destination(aws: AWSHarness) -> None:
     node = NodeRoutes("n", "u", aws.add_node("node-1", ()).provider_id, ("fd00:10:244:7::/64",))
     aws.reconciler().sync([node])
     assert "fd00:10:244:7::/64" in aws.routes_to()
+
+
+def test_ownership_follows_the_pools_node_mask(aws: AWSHarness) -> None:
+    """A pool cut in /26 blocks: its /26 node routes are ours (kept, not re-created), while a /24 to an ENI
+    and a blackholed /20 inside the same pool are foreign and survive a sync with no node at all."""
+    table = aws.sim.route_table_ids[0]
+    nodes = [aws.add_node(f"n{i}", (f"10.244.0.{64 * i}/26",)) for i in range(3)]
+    ec2 = aws.sim.client()
+    eni = ec2.create_network_interface(SubnetId=next(iter(aws.sim.subnets.values())))["NetworkInterface"]
+    aws.sim.add_foreign_route(table, "10.244.9.0/24", NetworkInterfaceId=eni["NetworkInterfaceId"])
+    gone = ec2.create_network_interface(SubnetId=next(iter(aws.sim.subnets.values())))["NetworkInterface"]
+    aws.sim.add_foreign_route(table, "10.244.32.0/20", NetworkInterfaceId=gone["NetworkInterfaceId"])
+    ec2.delete_network_interface(NetworkInterfaceId=gone["NetworkInterfaceId"])
+    assert aws.sim.routes(table)["10.244.32.0/20"]["state"] == "blackhole"
+    rec = RouteReconciler(aws.driver(route_table_ids=[table]), CLUSTER_CIDRS)
+    rec.set_node_masks({"10.244.0.0/16": 26, "fd00:10:244::/56": 64})
+    assert all(s.ok for s in rec.sync(nodes).nodes.values())
+    aws.reset_log()
+    again = RouteReconciler(aws.driver(route_table_ids=[table]), CLUSTER_CIDRS)
+    again.set_node_masks({"10.244.0.0/16": 26})
+    res = again.sync(nodes)
+    assert res.actions == [] and all(s.ok for s in res.nodes.values()) and aws.mutating_calls() == 0
+    again.sync([])
+    left = aws.sim.routes(table)
+    assert "10.244.9.0/24" in left and "10.244.32.0/20" in left
+    assert not any(f"10.244.0.{64 * i}/26" in left for i in range(3))

@@ -76,7 +76,7 @@ def test_iam_permissions_recorded(gce: GCEHarness) -> None:
     assert gce.fake.required_permissions() == {
         "compute.routes.list", "compute.projects.get", "compute.instances.get", "compute.routes.insert",
         "compute.networks.updatePolicy", "compute.instances.use", "compute.globalOperations.get",
-        "compute.routes.delete"}
+        "compute.routes.delete", "cloudquotas.quotas.get", "compute.networks.get"}
 
 
 def test_fake_rejects_bad_names_and_duplicates(gce: GCEHarness) -> None:
@@ -140,3 +140,61 @@ def test_set_cluster_cidrs_adopts_new_pool(gce: GCEHarness) -> None:
     assert rec.sync([node]).nodes["n1"].reason == "CIDROutsideClusterCIDRs"
     rec.set_cluster_cidrs(["10.244.0.0/16", "10.250.0.0/16"])
     assert rec.sync([node]).nodes["n1"].ok
+
+
+def test_static_routes_per_network_binds_before_the_project_quota(gce: GCEHarness) -> None:
+    """STATIC_ROUTES_PER_NETWORK (20, read through the Cloud Quotas API) binds before the project's ROUTES
+    (250); it counts every static route of the network, not only ours; the advice names it and how to
+    raise it, and nothing is attempted past it."""
+    gce.fake.static_routes_quota = 20
+    gce.fill(15)  # somebody else's static routes in the same network
+    nodes = [gce.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(8)]
+    gce.reset_log()
+    res = gce.reconciler().sync(nodes)
+    assert gce.create_attempts() == 5
+    assert sum(s.ok for s in res.nodes.values()) == 5
+    [cap] = res.tables
+    assert (cap.used, cap.limit) == (20, 20) and "STATIC_ROUTES_PER_NETWORK" in cap.quota_name
+    [w] = [w for w in res.warnings if w.kind == "reached"]
+    assert "STATIC_ROUTES_PER_NETWORK" in w.message and "ROUTES of project" not in w.message
+    assert "gcloud beta quotas preferences create" in w.message and "--quota-id=" in w.message
+    assert w.refused == 3
+    # the project quota binds when it has less room: the advice follows
+    gce.fake.static_routes_quota = 1000
+    gce.fake.routes_quota = gce.used() + 1
+    drv = gce.driver(quota_ttl=0)
+    [cap] = drv.capacity(drv.list_routes())
+    assert "ROUTES of project" in cap.quota_name and cap.limit == gce.used() + 1
+
+
+def test_403_rate_limit_exceeded_is_retried_like_throttling() -> None:
+    """GCE answers an exhausted per-minute budget with 403 rateLimitExceeded: retried, all converge."""
+    with FakeGCE(op_delay=0.0, rate=40.0, burst=2, rate_limit_status=403) as fake:
+        h = GCEHarness.__new__(GCEHarness)
+        h.fake = fake
+        import itertools
+
+        h._uids = itertools.count(1)
+        nodes = [h.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(8)]
+        res = h.reconciler().sync(nodes)
+        assert fake.throttled > 0
+        assert all(s.ok for s in res.nodes.values()), res.nodes
+        assert res.calls.throttled == fake.throttled and res.failed == []
+
+
+def test_default_rates_stay_below_the_published_budgets() -> None:
+    """GCE: 1,500 global mutations per minute; EC2: mutating bucket 50, refill 5/s: defaults leave room."""
+    from routectl.cloud import aws, gce
+
+    assert gce.DEFAULT_RATE * 60 < 1500 and gce.DEFAULT_BURST < 1500
+    assert aws.DEFAULT_RATE < 5 and aws.DEFAULT_BURST < 50
+
+
+def test_a_networks_own_static_routes_quota_wins_over_the_default(gce: GCEHarness) -> None:
+    """Quota preferences are per network (dimension network_id = the network's numeric id): our network's
+    value applies, not the project default and not another network's."""
+    gce.fake.static_routes_quota = 10
+    gce.fake.network_quota_overrides = {gce.fake.network_id(): 40, gce.fake.network_id("other-net"): 5}
+    drv = gce.driver()
+    [cap] = drv.capacity(drv.list_routes())
+    assert cap.limit == 40 and "STATIC_ROUTES_PER_NETWORK" in cap.quota_name

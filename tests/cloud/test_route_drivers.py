@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from routectl.cloud.base import NodeProblem
+from routectl.cloud.reconcile import RouteReconciler
 from routectl.routes.model import NodeRoutes
+from tests.cloud.harness import CLUSTER_CIDRS
 
 
 def _nodes(cloud: Any, n: int, start: int = 1) -> list[NodeRoutes]:
@@ -300,3 +302,31 @@ def test_unresolvable_node_keeps_its_route(cloud: Any) -> None:
     assert res.nodes["node-1"].reason == "InstanceNotFound"
     assert res.actions == []
     assert cloud.routes_to() == _expect(cloud, nodes)
+
+
+def test_quota_unreadable_attempts_and_learns_the_limit_from_the_cloud(cloud: Any) -> None:
+    """The quota cannot be read (permission missing) and the table/network really holds 500 routes, 440 of
+    them taken by others: all 60 nodes are routed (nothing refused on a guess), the 61st create is refused
+    by the cloud, that count is remembered as the limit and the status says so and names the permission."""
+    cloud.deny_quota(real_limit=500)
+    cloud.fill(440 - cloud.used())
+    nodes = _nodes(cloud, 61)
+    rec = RouteReconciler(cloud.driver(concurrency=1), CLUSTER_CIDRS, concurrency=1)
+    res = rec.sync(nodes[:60])
+    assert all(s.ok for s in res.nodes.values()), {k: v for k, v in res.nodes.items() if not v.ok}
+    assert cloud.routes_to() == _expect(cloud, nodes[:60])
+    assert any(cloud.quota_permission in c.note and c.source == "assumed" for c in res.tables), res.tables
+    cloud.reset_log()
+    res = rec.sync(nodes)
+    assert cloud.create_attempts() == cloud.tables_per_route  # one refused attempt per table, no more
+    assert res.nodes["node-61"].reason == "RouteLimitReached"
+    assert cloud.learned_text in res.nodes["node-61"].message, res.nodes["node-61"]
+    caps = rec.driver.capacity(rec.driver.list_routes())
+    learned = [c for c in caps if c.source == "learned"]
+    assert len(learned) == cloud.tables_per_route and {c.limit for c in learned} == {500}
+    assert all(cloud.learned_text in c.note and cloud.quota_permission in c.note for c in learned)
+    assert all(c.status_entry()["limitSource"] == "learned" for c in learned)
+    cloud.reset_log()
+    again = rec.sync(nodes)  # the learned limit now refuses without asking the cloud
+    assert cloud.create_attempts() == 0 and again.nodes["node-61"].reason == "RouteLimitReached"
+    assert all(again.nodes[n.name].ok for n in nodes[:60])

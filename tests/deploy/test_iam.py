@@ -36,6 +36,9 @@ GCE_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.instances.get": frozenset({"compute.instances.get"}),
     "compute.instances.list": frozenset({"compute.instances.list"}),
     "compute.projects.get": frozenset({"compute.projects.get"}),
+    # Cloud Quotas API: QuotaInfo get and list are both cloudquotas.quotas.get (roles/cloudquotas.viewer)
+    "cloudquotas.quotas.get": frozenset({"cloudquotas.quotas.get"}),
+    "compute.networks.get": frozenset({"compute.networks.get"}),
 }
 AWS_SERVICES = ("ec2:", "servicequotas:")
 # A resource ARN each AWS action acts on, to check the policy's Resource scoping covers it.
@@ -76,7 +79,7 @@ def gce_granted() -> set[str]:
     assert set(role) == {"title", "description", "stage", "includedPermissions"}
     perms = role["includedPermissions"]
     assert perms == sorted(set(perms)), "keep the permissions sorted and unique"
-    assert all(p.startswith("compute.") and "*" not in p for p in perms)
+    assert all(p.startswith(("compute.", "cloudquotas.")) and "*" not in p for p in perms)
     return set(perms)
 
 
@@ -167,7 +170,20 @@ def test_the_workloads_reach_every_cloud_call_the_drivers_can_make(calls: dict[s
     assert ops, "no driver calls found: has the call-site convention changed?"
     seen = set(calls["aws"]) | set(calls["gce"])
     # The fake GCE labels by method; operation wait is served as (and needs) globalOperations.get.
-    label = {"globalOperations.wait": "compute.globalOperations.get"}
+    label = {"globalOperations.wait": "compute.globalOperations.get",
+             "cloudquotas.quotaInfos.get": "cloudquotas.quotas.get",
+             "cloudquotas.quotaInfos.list": "cloudquotas.quotas.get"}
     missing = sorted(op for op in ops
                      if (op if ":" in op else label.get(op, f"compute.{op}")) not in seen)
     assert missing == [], f"driver calls no workload exercised (extend workload.py): {missing}"
+
+
+def test_metrics_are_not_public_in_the_manifests() -> None:
+    """The controller runs with hostNetwork: unless the manifests opt in, /metrics stays loopback-only."""
+    from routectl.controller.config import ENV_VARS
+
+    text = (DEPLOY / "base" / "controller.yaml").read_text(encoding="utf-8")
+    docs = [d for d in yaml.safe_load_all(text) if d and d.get("kind") == "Deployment"]
+    ctrs = [c for d in docs for c in d["spec"]["template"]["spec"]["containers"]]
+    env = {e["name"]: e.get("value") for c in ctrs for e in c.get("env") or []}
+    assert str(env.get(ENV_VARS["metrics_public"], "false")).lower() in ("false", "0", "")

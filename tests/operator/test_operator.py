@@ -80,7 +80,9 @@ def test_sixty_nodes_get_unique_blocks_routes_and_cleared_conditions(make_sim: A
     assert condition(_pool(sim), POOL_READY)["status"] == "True"
     assert condition(_pool(sim), POOL_ROUTE_LIMIT_REACHED)["status"] == "False"
     preexisting = 2 if cloud == "aws" else 0  # AWS: the local route and the IGW default route
-    assert [(t["used"], t["limit"]) for t in status["routeTables"]] == [(60 + preexisting, 200)]
+    # AWS counts IPv4 and IPv6 routes apart: a second, empty IPv6 capacity per table
+    v6 = [(0, 200)] if cloud == "aws" else []
+    assert [(t["used"], t["limit"]) for t in status["routeTables"]] == [(60 + preexisting, 200), *v6]
     assert any(e["reason"] == EVENT_CIDR_ASSIGNED for e in node_events(sim, nodes[0]["metadata"]["name"]))
 
 
@@ -108,10 +110,11 @@ def test_route_limit_reached_reported_on_pool_and_refused_nodes(make_sim: Any, c
     assert reached["status"] == "True"
     advice = reached["message"]
     assert "overlay" in advice
-    assert ("L-93826ACB" in advice) if cloud == "aws" else ("ROUTES" in advice)
+    assert ("L-93826ACB" in advice) if cloud == "aws" else ("STATIC_ROUTES_PER_NETWORK" in advice)
     assert condition(pool, POOL_READY)["status"] == "False"
     assert pool["status"]["routesProgrammed"] == fits
-    assert [(t["used"], t["limit"]) for t in pool["status"]["routeTables"]] == [(50, 50)]
+    v6 = [(0, 50)] if cloud == "aws" else []  # AWS counts IPv6 routes apart
+    assert [(t["used"], t["limit"]) for t in pool["status"]["routeTables"]] == [(50, 50), *v6]
     assert any(e["reason"] == EVENT_ROUTE_LIMIT_REACHED for e in pool_events(sim, "default"))
     assert len(routes) == 50
 
@@ -128,7 +131,7 @@ def test_deleting_routed_nodes_gives_refused_nodes_the_room_before_any_resync(ma
 
     waiting = refused()
     assert len(waiting) == 7  # 48 fit next to the local and the IGW route
-    assert [(t["used"], t["limit"]) for t in _pool(sim)["status"]["routeTables"]] == [(50, 50)]
+    assert [(t["used"], t["limit"]) for t in _pool(sim)["status"]["routeTables"]] == [(50, 50), (0, 50)]
     routed = [n for n in sim.node_names if n not in waiting][:8]
     resyncs = sim.controllers[0].controller.resyncs
     for name in routed:
@@ -140,7 +143,7 @@ def test_deleting_routed_nodes_gives_refused_nodes_the_room_before_any_resync(ma
 
     def table_room() -> bool:
         status = _pool(sim)["status"]
-        return [(t["used"], t["limit"]) for t in status["routeTables"]] == [(49, 50)] and \
+        return [(t["used"], t["limit"]) for t in status["routeTables"]] == [(49, 50), (0, 50)] and \
             condition(_pool(sim), POOL_ROUTE_LIMIT_REACHED).get("status") != "True"
     wait_for(table_room, 30)
     assert _pool(sim)["status"]["routesProgrammed"] == 47

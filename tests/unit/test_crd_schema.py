@@ -241,7 +241,12 @@ def test_status_fields_and_condition_types_documented() -> None:
     status = SCHEMA["properties"]["status"]["properties"]
     for field in ("observedGeneration", "allocated", "capacity", "free", "routesProgrammed"):
         assert status[field]["type"] == "integer"
-    assert set(status["routeTables"]["items"]["properties"]) == {"id", "used", "limit"}
+    assert set(status["routeTables"]["items"]["properties"]) == {"id", "used", "limit", "limitSource", "note"}
+    from routectl.routes.model import TableCapacity
+
+    # what the controller writes is what the schema declares (no field pruned by the API server)
+    cap = TableCapacity("rtb-1", 3, 500, "q", "h", "aws", family="ipv6", source="learned", note="n")
+    assert set(cap.status_entry()) <= set(status["routeTables"]["items"]["properties"])
     cond = status["conditions"]["items"]
     assert set(cond["properties"]) == {
         "type",
