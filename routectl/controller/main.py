@@ -24,7 +24,7 @@ from aiohttp import web
 from routectl import __version__
 from routectl.controller.config import ENV_VARS, Config, load_config
 from routectl.controller.kube import KubeClient, load_credentials
-from routectl.controller.leader import LeaderElector
+from routectl.controller.leader import LeaderElector, lease_client
 from routectl.controller.metrics import Metrics
 from routectl.controller.reconcile import Controller, RoutesFactory
 
@@ -136,7 +136,9 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
             controller.fence()
             client.fence(elector.path)
 
-    elector = LeaderElector(client, config.lease_namespace, config.lease_name, config.identity,
+    # The Lease has a client of its own: renewals never queue behind the work client's requests.
+    elector_client = lease_client(config.kubeconfig, config.identity, config.renew_deadline)
+    elector = LeaderElector(elector_client, config.lease_namespace, config.lease_name, config.identity,
                             lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
                             retry_period=config.retry_period, on_change=on_change)
     server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
@@ -182,6 +184,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
             await elector.release()
         await server.stop()
         await client.close()
+        await elector_client.close()
     return EXIT_LOST_LEASE if lost else 0
 
 
