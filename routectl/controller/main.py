@@ -26,6 +26,7 @@ from routectl.controller.config import ENV_VARS, Config, load_config
 from routectl.controller.kube import KubeClient, load_credentials
 from routectl.controller.leader import LeaderElector, lease_client
 from routectl.controller.metrics import Metrics
+from routectl.controller.nodecache import NodeCache
 from routectl.controller.reconcile import Controller, RoutesFactory
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                 return 0
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(kopf.operator(
-            registry=build_registry(controller, login=make_login(config.kubeconfig)),
+            registry=build_registry(controller, login=make_login(config.kubeconfig), nodes=NodeCache(client)),
             settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=kopf_stop,
         ), name="routectl-kopf")
         watchers = {operator, asyncio.create_task(stop.wait())}
