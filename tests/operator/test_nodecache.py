@@ -92,3 +92,24 @@ def test_the_list_is_retried_until_it_succeeds(kube: KubeServer) -> None:
     fault = kube.inject_fault("list", "nodes", code=403, times=2)
     cache = asyncio.run(_loaded(kube))
     assert fault.hits == 2 and sorted(cache) == ["n"]
+
+
+def test_a_new_leader_occupies_every_existing_podcidr_from_the_list_before_serving(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=0, run_controller=False)
+    old = sim.add_nodes(40)
+    for i, name in enumerate(old):  # blocks a previous leader wrote, in the order it would hand them out
+        cidr = f"10.244.{i}.0/24"
+        sim.kube.patch("v1", "Node", name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+    new = sim.add_nodes(10)
+    mark = sim.kube.requests.mark()
+    sim.start_controller()
+    assert sim.wait_converged(90)
+    # the controller's own LIST of every Node came before its first write to any Node
+    ours = [r for r in sim.kube.requests.select(resource="nodes", since=mark)
+            if r.user_agent.startswith("routectl/")]
+    first_write = next(i for i, r in enumerate(ours) if r.is_write)
+    assert any(r.verb == "list" for r in ours[:first_write]), "blocks were handed out before the Node LIST"
+    cidrs = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes()}
+    assert [cidrs[n] for n in old] == [f"10.244.{i}.0/24" for i in range(40)]
+    assert len(set(cidrs.values())) == 50, "a block held by an existing node was handed out again"
+    assert all(cidrs[n] not in {f"10.244.{i}.0/24" for i in range(40)} for n in new)
