@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from routectl import __version__
@@ -41,3 +42,35 @@ def test_the_lease_is_renewed_while_every_work_connection_hangs(make_sim: Any) -
     assert sim.wait_converged(90)
     assert ctl.alive and ctl.exit_code is None
     assert len({n["spec"]["podCIDR"] for n in sim.nodes()}) == 48
+
+
+def _block_loop(ctl: Any, seconds: float) -> None:
+    """Hold the controller's own event loop (and so kopf and every handler) for `seconds`."""
+    ctl._loop.call_soon_threadsafe(time.sleep, seconds)
+
+
+def test_the_lease_is_renewed_while_the_controller_loop_is_busy(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=3, run_controller=False, lease_duration=LEASE)
+    ctl = sim.start_controller(identity="slow-a")
+    wait_for(lambda: ctl.is_leader, 30)
+    mark = sim.kube.requests.mark()
+    during: list[int] = []
+    for _ in range(3):  # each block is longer than the renew deadline (2.4 s), shorter than the lease
+        start = time.time()
+        _block_loop(ctl, 3.0)
+        time.sleep(3.2)
+        during.append(sum(1 for t in _renewals(sim, mark) if start < t < start + 3.0))
+    assert all(n >= 2 for n in during), during
+    assert ctl.alive and ctl.is_leader and not ctl.controller.fenced
+    sim.add_nodes(2)
+    assert sim.wait_converged(60)
+
+
+def test_a_hung_controller_loop_still_gives_the_lease_up(make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=2, run_controller=False, lease_duration=LEASE)
+    ctl = sim.start_controller(identity="hung-a")
+    wait_for(lambda: ctl.is_leader, 30)
+    _block_loop(ctl, 3 * LEASE)  # longer than the stall limit (the lease) plus the renew deadline
+    wait_for(lambda: ctl.controller.fenced, 3 * LEASE)
+    wait_for(lambda: not ctl.alive, 60)
+    assert ctl.exit_code == 3
