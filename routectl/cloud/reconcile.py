@@ -12,6 +12,13 @@ believes absent produces an idempotent create (409 alreadyExists / RouteAlreadyE
 target is success). Deletes never act on a view alone without ownership evidence from a list; any
 failed call drops the view so the next operation re-lists. Resolved next hops are cached per node
 identity (providerID + uid) with a TTL, and dropped when the node's route turns into a blackhole.
+
+Locking: every cloud mutation and every change of the cached state runs under `_lock`, but a full
+`sync()` holds it only in steps (planning, then each chunk of actions), never across its listing or the
+whole apply, so event work (`ensure()`/`remove()`) is served between the steps instead of waiting for
+the sync. Keys that event work touches while a sync runs are recorded; the sync's listing is merged with
+the view for them and it drops its planned actions (and per-node statuses) on them: the event path
+made them right more recently than the sync's list saw them.
 """
 
 from __future__ import annotations
@@ -114,6 +121,10 @@ class RouteReconciler:
         self.concurrency = concurrency
         self.resolve_ttl = resolve_ttl
         self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()  # one full sync at a time
+        self._touched: set[Key] | None = None  # while a sync runs: keys event work touched since it began
+        self._event_creates: dict[tuple[str, str], int] = defaultdict(int)  # routes event work created
+        self.sync_chunk = max(1, 2 * concurrency)  # actions a sync runs per hold of the lock
         self._view: list[CloudRoute] | None = None
         self._caps: list[TableCapacity] | None = None
         self._targets: dict[str, tuple[tuple[str | None, str], str, float]] = {}
@@ -135,14 +146,51 @@ class RouteReconciler:
         """Full pass: list, plan, apply (deletes first so freed slots are reused); refreshes the cache.
 
         Per-node and per-route failures land in the result; only a failure to list the tables or read
-        the capacity raises CloudError (nothing was changed then). Holds the reconciler lock throughout:
-        event-driven ensure()/remove() wait for a running sync (single writer).
+        the capacity raises CloudError (nothing was changed then). Takes the reconciler lock only in
+        steps (module docstring): event-driven ensure()/remove() run between them.
         """
-        with self._lock:
-            before = self.driver.calls.snapshot()
-            routes, caps = self._refresh()
-            plan = self._plan(nodes, routes, caps, scoped=False)
-            return self._apply(plan, nodes, before)
+        with self._sync_lock:
+            with self._lock:
+                before = self.driver.calls.snapshot()
+                self._touched, self._event_creates = set(), defaultdict(int)
+            try:
+                routes = self.driver.list_routes()  # events go on meanwhile; merged below
+                caps = self.driver.capacity(routes)
+                with self._lock:
+                    routes, caps = self._merge_listed(routes, caps)
+                    self._view, self._caps = list(routes), list(caps)
+                    plan = self._plan(nodes, routes, caps, scoped=False)
+                return self._apply(plan, nodes, before, chunked=True)
+            finally:
+                with self._lock:
+                    self._touched = None
+
+    def _merge_listed(self, routes: list[CloudRoute],
+                      caps: list[TableCapacity]) -> tuple[list[CloudRoute], list[TableCapacity]]:
+        """A sync's listing, corrected for the event work done while it listed: for keys events touched,
+        the view (updated by that work) is newer than the list; their creates count as used (the list
+        and the quota read may or may not have seen them: counting them errs on the safe side)."""
+        touched = self._touched or set()
+        if touched and self._view is not None:
+            routes = [r for r in routes if route_key(r) not in touched] + \
+                     [r for r in self._view if route_key(r) in touched]
+        created = self._event_creates
+
+        def extra(c: TableCapacity) -> int:  # a shared count (family None) takes both families' creates
+            if c.family is not None:
+                return created.get((c.table, c.family), 0)
+            return sum(n for (table, _), n in created.items() if table == c.table)
+
+        caps = [replace(c, used=c.used + extra(c)) for c in caps]
+        return routes, caps
+
+    def _touch(self, keys: set[Key], done: list[RouteAction]) -> None:
+        """Record event work on `keys` for a running sync (which then leaves those keys alone)."""
+        if self._touched is not None:
+            self._touched |= keys
+            for a in done:
+                if a.kind == "create":  # counted per (table, family); a shared count sums its table's
+                    self._event_creates[(a.table, family_of(a.destination))] += 1
 
     def ensure(self, nodes: Sequence[NodeRoutes]) -> SyncResult:
         """Event path: make these nodes' routes right using the cached view (lists only if there is none).
@@ -156,7 +204,9 @@ class RouteReconciler:
                 self._refresh()
             assert self._view is not None and self._caps is not None
             plan = self._plan(nodes, list(self._view), list(self._caps), scoped=True)
-            return self._apply(plan, nodes, before)
+            result = self._apply(plan, nodes, before)
+            self._touch(set(plan.desired) | {(a.table, a.destination) for a in plan.actions}, result.actions)
+            return result
 
     def remove(self, node_name: str, pod_cidrs: Sequence[str] = (), *, uid: str | None = None,
                provider_id: str | None = None) -> SyncResult:
@@ -187,6 +237,7 @@ class RouteReconciler:
             actions = [RouteAction("delete", r.table, r.destination, r.target, node_name, r) for r in victims]
             done, failed = self._run(actions, {}, {})
             self._update_view(done)
+            self._touch(keys, done)
             if not failed:
                 self._node_keys.pop(node_name, None)
                 self._targets.pop(node_name, None)
@@ -358,17 +409,20 @@ class RouteReconciler:
         fit = fit_creates(creates, deletes, caps, self.warn_percent)
         keeps = [a for a in actions if a.kind == "keep"]
         todo = deletes + [a for a in actions if a.kind == "replace"] + fit.fits
+        keeps_of, refused_of = _by_node(keeps), _by_node(fit.refused)
         for n in candidates:
             if n.name in statuses:
                 continue
-            statuses[n.name] = self._node_status(n.name, node_keys[n.name], keeps, [], fit.refused, [],
-                                                 fit.warnings)
+            statuses[n.name] = self._node_status(n.name, node_keys[n.name], keeps_of.get(n.name, []), [],
+                                                 refused_of.get(n.name, []), [], fit.warnings)
         return RoutePlan(todo, keeps, fit.refused, caps, fit.warnings, statuses, desired, routes)
 
     @staticmethod
     def _node_status(name: str, keys: set[Key], keeps: list[RouteAction], done: list[RouteAction],
                      refused: list[RouteAction], failed: list[tuple[RouteAction, str]],
                      warnings: list[LimitWarning]) -> NodeRouteStatus:
+        """One node's route status. Callers pass the node's own actions (grouped once with `_by_node`):
+        scanning every node's actions per node made a resync O(N^2)."""
         ref = [a for a in refused if a.node == name]
         if ref:
             ids = {a.table for a in ref} | {f"{a.table}/{family_of(a.destination)}" for a in ref}
@@ -455,20 +509,46 @@ class RouteReconciler:
                     delta[cap.key] += {"create": 1, "delete": -1}.get(a.kind, 0)
             self._caps = [replace(c, used=c.used + delta[c.key]) for c in self._caps]
 
-    def _apply(self, plan: RoutePlan, nodes: Sequence[NodeRoutes], before: CallStats) -> SyncResult:
+    def _execute(self, actions: list[RouteAction], by_name: dict[str, NodeRoutes],
+                 full: dict[tuple[str, str | None], int | None],
+                 chunked: bool) -> tuple[list[RouteAction], list[tuple[RouteAction, str]], list[RouteAction]]:
+        """Run actions (done, failed, refused late). Event path: at once, under the caller's lock. A sync:
+        chunk by chunk, each under the lock, dropping actions on keys event work has touched meanwhile and
+        fitting its creates again to the capacity as it is now (event work may have used the room)."""
+        if not chunked:
+            done, failed = self._run(actions, by_name, full)
+            self._update_view(done)
+            return done, failed, []
+        done, failed, late = [], [], []
+        for i in range(0, len(actions), self.sync_chunk):
+            with self._lock:
+                touched = self._touched or set()
+                part = [a for a in actions[i:i + self.sync_chunk] if (a.table, a.destination) not in touched]
+                creates = [a for a in part if a.kind == "create"]
+                if creates and self._caps is not None:
+                    fit = fit_creates(creates, [], self._caps, self.warn_percent)
+                    late += fit.refused
+                    part = [a for a in part if a.kind != "create"] + fit.fits
+                d, f = self._run(part, by_name, full)
+                self._update_view(d)
+            done += d
+            failed += f
+        return done, failed, late
+
+    def _apply(self, plan: RoutePlan, nodes: Sequence[NodeRoutes], before: CallStats,
+               chunked: bool = False) -> SyncResult:
         by_name = {n.name: n for n in nodes}
         deletes = [a for a in plan.actions if a.kind == "delete"]
         rest = [a for a in plan.actions if a.kind != "delete"]
         full: dict[tuple[str, str | None], int | None] = {}
-        done, failed = self._run(deletes, by_name, full)
-        done2, failed2 = self._run(rest, by_name, full)
+        done, failed, late = self._execute(deletes, by_name, full, chunked)
+        done2, failed2, late2 = self._execute(rest, by_name, full, chunked)
         done += done2
         failed += failed2
         # creates the cloud refused for the limit count as refused (they were not blind: capacity said yes)
         limit_failed = [a for a, m in failed if m.startswith(REASON_ROUTE_LIMIT)]
-        refused = plan.refused + limit_failed
+        refused = plan.refused + late + late2 + limit_failed
         failed = [(a, m) for a, m in failed if not m.startswith(REASON_ROUTE_LIMIT)]
-        self._update_view(done)
         warnings = list(plan.warnings)
         if limit_failed and not any(w.kind == "reached" for w in warnings):
             caps = {c.key: c for c in plan.tables}
@@ -488,21 +568,43 @@ class RouteReconciler:
                 warnings.append(LimitWarning("reached", c.display_id, limit, limit, msg, len(by_cap[key]),
                                              c.provider, c.quota_name, limit + 1))
         if limit_failed:  # the cloud just taught a limit: re-read, so the reported capacity says so
-            try:
-                self._refresh()
-            except CloudError:
-                self._view = self._caps = None
+            with self._lock:
+                try:
+                    self._refresh()
+                except CloudError:
+                    self._view = self._caps = None
         statuses = dict(plan.nodes)
         route_reasons = (REASON_ROUTE_PENDING, REASON_ROUTE_CREATED, REASON_ROUTE_LIMIT)
+        keys_of: dict[str, set[Key]] = defaultdict(set)
+        for k, (n, _) in plan.desired.items():
+            keys_of[n].add(k)
+        keeps_of, done_of, refused_of = _by_node(plan.keeps), _by_node(done), _by_node(refused)
+        failed_of: dict[str | None, list[tuple[RouteAction, str]]] = defaultdict(list)
+        for a, m in failed:
+            failed_of[a.node].append((a, m))
+        with self._lock:  # event work on a node while this sync ran made its status newer than ours
+            touched = set(self._touched or ()) if chunked else set()
         for name in by_name:
             if name in plan.nodes and plan.nodes[name].reason not in route_reasons:
                 continue  # a per-node problem found while planning
-            keys = {k for k, (n, _) in plan.desired.items() if n == name}
-            statuses[name] = self._node_status(name, keys, plan.keeps, done, refused, failed, warnings)
+            keys = keys_of.get(name, set())
+            if touched and keys & touched:
+                statuses.pop(name, None)
+                continue
+            statuses[name] = self._node_status(name, keys, keeps_of.get(name, []), done_of.get(name, []),
+                                               refused_of.get(name, []), failed_of.get(name, []), warnings)
         programmed = len(plan.keeps) + sum(1 for a in done if a.kind in ("create", "replace"))
         tables = list(self._caps) if self._caps is not None else plan.tables
         return SyncResult(statuses, tables, warnings, done, failed, refused,
                           _calls_delta(before, self.driver.calls.snapshot()), programmed)
+
+
+def _by_node(actions: list[RouteAction]) -> dict[str | None, list[RouteAction]]:
+    """Actions grouped by the node they serve (one pass, for per-node statuses)."""
+    out: dict[str | None, list[RouteAction]] = defaultdict(list)
+    for a in actions:
+        out[a.node].append(a)
+    return out
 
 
 def _valid(cidr: str) -> bool:

@@ -106,7 +106,7 @@ class KubeClient:
 
     def __init__(self, host: str, headers: dict[str, str] | None = None,
                  ssl_context: ssl.SSLContext | bool = False, timeout: float = 30.0,
-                 user_agent: str = COMPONENT, token_file: str | None = None) -> None:
+                 user_agent: str = COMPONENT, token_file: str | None = None, connections: int = 32) -> None:
         self.host = host.rstrip("/")
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._token_file = token_file
@@ -114,6 +114,7 @@ class KubeClient:
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._connections = connections
         self._fenced_except: str | None = None  # set once leadership is lost: only this path may be written
 
     def fence(self, allowed_prefix: str) -> None:
@@ -127,12 +128,13 @@ class KubeClient:
         return self._fenced_except is not None
 
     @classmethod
-    def from_config(cls, kubeconfig: str | None = None, user_agent: str = COMPONENT) -> KubeClient:
+    def from_config(cls, kubeconfig: str | None = None, user_agent: str = COMPONENT, *,
+                    timeout: float = 30.0, connections: int = 32) -> KubeClient:
         """A client for the cluster named by `kubeconfig`, $KUBECONFIG, or the pod's service account."""
         creds = load_credentials(kubeconfig)
         headers = {"Authorization": creds.token} if creds.token else {}
-        return cls(creds.host, headers, creds.ssl_context(), user_agent=user_agent,
-                   token_file=creds.token_file)
+        return cls(creds.host, headers, creds.ssl_context(), timeout, user_agent=user_agent,
+                   token_file=creds.token_file, connections=connections)
 
     def _auth_header(self) -> dict[str, str]:
         """Re-read a rotated service-account token at most once a minute (the kubelet refreshes it)."""
@@ -156,7 +158,7 @@ class KubeClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self._headers, timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32))
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._connections))
         return self._session
 
     async def request(self, method: str, path: str, body: Any = None, *,

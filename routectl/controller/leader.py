@@ -12,6 +12,10 @@ Semantics follow client-go's leaderelection:
 - on a clean shutdown the leader releases the Lease (empty holder) so a successor starts at once.
 The controller runs its kopf operator only while it leads; losing the Lease stops it (the process exits
 and is restarted, as with kube-controller-manager).
+
+The elector talks to the API through its OWN client (`lease_client()`: its own HTTP session and
+connections), never the controller's work client: a burst of node work queues thousands of writes on
+the work client's connections, and a renewal waiting behind them misses the renew deadline.
 """
 
 from __future__ import annotations
@@ -24,11 +28,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from routectl import __version__
 from routectl.controller.kube import JSON_PATCH, ApiError, KubeClient, now_micro
 
 log = logging.getLogger(__name__)
 
 ACQUIRED, HELD_BY_OTHER, FAILED = "acquired", "held-by-other", "failed"
+# User-Agent product of the elector's client; the work client's is "routectl/<version> (<identity>)".
+LEASE_AGENT = "routectl-leader-election"
+
+
+def lease_client(kubeconfig: str | None, identity: str, renew_deadline: float) -> KubeClient:
+    """A client used by the elector alone (its own session and connections, a timeout within the renew
+    deadline), so that no Node, pool or Event request of the controller can delay a renewal."""
+    return KubeClient.from_config(kubeconfig, user_agent=f"{LEASE_AGENT}/{__version__} ({identity})",
+                                  timeout=max(1.0, renew_deadline), connections=2)
 
 
 def _parse_time(value: str | None) -> float | None:

@@ -24,8 +24,10 @@ from aiohttp import web
 from routectl import __version__
 from routectl.controller.config import ENV_VARS, Config, load_config
 from routectl.controller.kube import KubeClient, load_credentials
-from routectl.controller.leader import LeaderElector
+from routectl.controller.leader import lease_client
+from routectl.controller.leasethread import LeaseThread, WatchedElector
 from routectl.controller.metrics import Metrics
+from routectl.controller.nodecache import NodeCache
 from routectl.controller.reconcile import Controller, RoutesFactory
 
 log = logging.getLogger(__name__)
@@ -141,9 +143,14 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
             controller.fence()
             client.fence(elector.path)
 
-    elector = LeaderElector(client, config.lease_namespace, config.lease_name, config.identity,
-                            lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
-                            retry_period=config.retry_period, on_change=on_change)
+    # The Lease has a client, a loop and a thread of its own: renewals never queue behind the work
+    # client's requests nor wait for the controller's loop (routectl.controller.leasethread).
+    elector_client = lease_client(config.kubeconfig, config.identity, config.renew_deadline)
+    elector = WatchedElector(elector_client, config.lease_namespace, config.lease_name, config.identity,
+                             lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
+                             retry_period=config.retry_period, on_change=on_change)
+    lease = LeaseThread(elector, stall_limit=config.lease_duration)
+    lease.start()
     server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
                           config.health_host, config.health_port, metrics_public=config.metrics_public)
     if health:
@@ -153,7 +160,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
     lost = False
     try:
         if config.leader_elect:
-            acquire = asyncio.create_task(elector.acquire())
+            acquire = asyncio.create_task(lease.run(elector.acquire))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
             for t in (acquire, stopped):
@@ -162,11 +169,11 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                 return 0
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(kopf.operator(
-            registry=build_registry(controller, login=make_login(config.kubeconfig)),
+            registry=build_registry(controller, login=make_login(config.kubeconfig), nodes=NodeCache(client)),
             settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=kopf_stop,
         ), name="routectl-kopf")
         watchers = {operator, asyncio.create_task(stop.wait())}
-        holding = asyncio.create_task(elector.hold()) if config.leader_elect else None
+        holding = asyncio.create_task(lease.run(elector.hold)) if config.leader_elect else None
         if holding is not None:
             watchers.add(holding)
         done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
@@ -184,9 +191,10 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
     finally:
         await controller.close()
         if config.leader_elect and not lost:
-            await elector.release()
+            await lease.run(elector.release)
         await server.stop()
         await client.close()
+        await lease.stop()
     return EXIT_LOST_LEASE if lost else 0
 
 

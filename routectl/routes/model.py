@@ -5,6 +5,7 @@ Shared by the diff, the limit planner, both cloud drivers and the controller; no
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -138,9 +139,19 @@ class CallStats:
         return sum(self.calls.values())
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def canonical_cidr(cidr: str) -> str:
-    """Normalise a CIDR (`10.0.1.0/24`, IPv6 compressed) so diffing compares like with like."""
-    return str(ipaddress.ip_network(cidr, strict=False))
+    """Normalise a CIDR (`10.0.1.0/24`, IPv6 compressed) so diffing compares like with like.
+
+    Memoised: a resync canonicalises every desired and listed route several times, and parsing was most
+    of its CPU at 5,000 routes (the same few thousand texts come back every pass)."""
+    return str(_network(cidr))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """`ipaddress.ip_network(cidr, strict=False)`, memoised (networks are immutable)."""
+    return ipaddress.ip_network(cidr, strict=False)
 
 
 def canonical_or_raw(cidr: str) -> str:
@@ -154,7 +165,7 @@ def canonical_or_raw(cidr: str) -> str:
 def inside_any(cidr: str, pools: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     """True when `cidr` lies inside (or equals) one of `pools` of the same IP family."""
     try:
-        net = ipaddress.ip_network(cidr, strict=False)
+        net = _network(cidr)
     except ValueError:
         return False
     return any(net.version == p.version and net.subnet_of(p) for p in pools)  # type: ignore[arg-type]

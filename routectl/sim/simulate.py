@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,30 @@ EXIT_FAILED = 1
 # How long a stalled state (nodes that can never get a block) must last before simulate gives up early.
 STALL_SECONDS = 2.0
 POLL_SECONDS = 0.25
+DEFAULT_POOL = "10.244.0.0/16"
+GCE_DEFAULT_QUOTA = 250  # the fake GCE's STATIC_ROUTES_PER_NETWORK quota
+
+
+def fit_defaults(cloud: str, nodes: int, mask: int, pool_cidr: str | None,
+                 route_limit: int | None) -> tuple[str, int | None, list[str]]:
+    """The pool CIDR and route limit to simulate when the user gave none: the defaults when N fits them,
+    else a pool of 10.0.0.0/k holding N blocks and (GCE) a STATIC_ROUTES_PER_NETWORK quota of 2N, each
+    said in one line. AWS keeps EC2's real per-table default (500 per family): past it, the wall shows."""
+    notes: list[str] = []
+    if pool_cidr is None:
+        pool_cidr = DEFAULT_POOL
+        prefix = ipaddress.ip_network(DEFAULT_POOL).prefixlen
+        if mask >= prefix and nodes > 2 ** (mask - prefix):
+            bits = math.ceil(math.log2(nodes))
+            pool_cidr = f"10.0.0.0/{max(8, mask - bits)}"
+            notes.append(f"{nodes} nodes do not fit {DEFAULT_POOL} in /{mask} blocks: simulating pool "
+                         f"{pool_cidr} (choose with --pool-cidr)")
+    if route_limit is None and cloud == "gce" and nodes > GCE_DEFAULT_QUOTA * 0.8:
+        route_limit = 2 * nodes
+        notes.append(f"{nodes} nodes need more routes than the default STATIC_ROUTES_PER_NETWORK quota of "
+                     f"{GCE_DEFAULT_QUOTA}: "
+                     f"simulating a quota of {route_limit} (choose with --route-limit)")
+    return pool_cidr, route_limit, notes
 
 
 def check_settings(nodes: int, pool_cidr: str, mask: int, timeout: float, route_limit: int | None) -> str:
@@ -107,7 +132,7 @@ def wait(sim: Any, timeout: float, on_progress: Callable[[int], None]) -> tuple[
     deadline = time.monotonic() + timeout
     stalled_since: float | None = None
     while True:
-        nodes = sim.nodes()
+        nodes = sim.node_digests()
         on_progress(settled_count(nodes))
         if sim.converged():
             return True, None
@@ -178,11 +203,13 @@ class _Progress:
 @click.option("--cloud", type=click.Choice(["aws", "gce"]), required=True,
               help="Fake cloud to run against: moto (aws) or the fake GCE server (gce).")
 @click.option("--nodes", "node_count", type=int, default=10, show_default=True, help="Nodes to create.")
-@click.option("--pool-cidr", default="10.244.0.0/16", show_default=True, help="CIDR of the default pool.")
+@click.option("--pool-cidr", default=None,
+              help=f"CIDR of the default pool [default: {DEFAULT_POOL}, or a 10.0.0.0/k that fits --nodes].")
 @click.option("--mask", type=int, default=24, show_default=True, help="Node block size (prefix length).")
 @click.option("--route-limit", type=int, default=None,
               help="AWS: routes per route table and IP family (default 500, EC2's default quota since "
-                   "2025-06). GCE: the network's STATIC_ROUTES_PER_NETWORK quota (default 250).")
+                   "2025-06). GCE: the network's STATIC_ROUTES_PER_NETWORK quota (default "
+                   f"{GCE_DEFAULT_QUOTA}, or 2 x --nodes when that is too small).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for convergence once the cluster is up, before giving up (exit 1).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -191,13 +218,14 @@ class _Progress:
 @click.option("--log-level", default="ERROR", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level of the embedded controller and emulators (stderr).")
-def simulate(cloud: str, node_count: int, pool_cidr: str, mask: int, route_limit: int | None, timeout: float,
-             output: str, progress: bool, log_level: str) -> None:
+def simulate(cloud: str, node_count: int, pool_cidr: str | None, mask: int, route_limit: int | None,
+             timeout: float, output: str, progress: bool, log_level: str) -> None:
     """Run the real controller on an emulated cluster and cloud until convergence; report what it did.
 
     Per node: podCIDR, route, next hop, NetworkUnavailable. Per route table: used/limit. Every warning
     with its advice. Exit 0 when converged (warnings included), 1 when not, 2 on bad usage.
     """
+    pool_cidr, route_limit, notes = fit_defaults(cloud, node_count, mask, pool_cidr, route_limit)
     pool_cidr = check_settings(node_count, pool_cidr, mask, timeout, route_limit)
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -207,6 +235,8 @@ def simulate(cloud: str, node_count: int, pool_cidr: str, mask: int, route_limit
     settings = {"nodes": node_count, "poolCIDR": pool_cidr, "mask": mask, "routeLimit": route_limit,
                 "timeout": timeout}
     err = click.get_text_stream("stderr")
+    for note in notes:
+        click.echo(f"note: {note}", file=err)
     started = time.monotonic()
     if progress:
         click.echo(f"starting the Kubernetes API emulator, the fake {cloud} cloud and "

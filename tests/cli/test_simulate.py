@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from routectl.ops.schema import SIMULATE_SCHEMA
+from routectl.sim.simulate import fit_defaults
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +29,8 @@ RUNS: dict[str, list[str]] = {
     "exhausted": ["--cloud", "gce", "--nodes", "4", "--pool-cidr", "10.250.0.0/24", "--mask", "25",
                   "-o", "json"],
     "tiny_timeout": ["--cloud", "gce", "--nodes", "3", "--timeout", "0.01"],
+    # more nodes than the default pool's 256 /24 blocks and the default ROUTES quota of 250
+    "gce260_defaults": ["--cloud", "gce", "--nodes", "260", "-o", "json"],
 }
 
 
@@ -183,6 +186,27 @@ def test_tiny_timeout_is_a_failure(runs: dict[str, Run]) -> None:
     assert code == 1, f"{out}\n{err[-3000:]}"
     assert out.strip().splitlines()[-1].startswith("NOT converged")
     assert "not converged within 0.01s" in out
+
+
+def test_gce_260_nodes_with_defaults_converge_and_say_which_flags_were_chosen(runs: dict[str, Run]) -> None:
+    code, _, err = runs["gce260_defaults"].result()
+    report = runs["gce260_defaults"].json()
+    assert code == 0, err[-3000:]
+    assert report["converged"] is True and report["summary"]["routed"] == 260
+    pool = report["settings"]["poolCIDR"]
+    assert pool == "10.0.0.0/15" and report["settings"]["routeLimit"] == 520
+    _nodes_ok(report, pool)
+    assert "choose with --pool-cidr" in err and "choose with --route-limit" in err
+
+
+def test_defaults_fit_n_only_when_the_user_chose_nothing() -> None:
+    assert fit_defaults("gce", 20, 24, None, None) == ("10.244.0.0/16", None, [])
+    assert fit_defaults("gce", 256, 24, None, None)[:2] == ("10.244.0.0/16", 512)
+    assert fit_defaults("gce", 5000, 24, None, None)[:2] == ("10.0.0.0/11", 10000)
+    assert fit_defaults("gce", 500, 26, None, None)[0] == "10.244.0.0/16"  # 1,024 /26 blocks
+    assert fit_defaults("gce", 2000, 26, None, None)[0] == "10.0.0.0/15"
+    assert fit_defaults("gce", 500, 24, "10.9.0.0/16", 300) == ("10.9.0.0/16", 300, [])
+    assert fit_defaults("aws", 60, 24, None, None) == ("10.244.0.0/16", None, [])  # the AWS wall stays
 
 
 @pytest.mark.parametrize(("args", "complaint"), [

@@ -1,0 +1,219 @@
+"""Scale benchmark (issue 10): the real controller as its own process against the Kubernetes API emulator and
+the fake GCE server (this process), N nodes. Prints one JSON line per figure and N:
+
+- serve: N new nodes served (podCIDR + route + condition) from controller start, vs the cloud-bucket bound
+  max(0, N - burst) / rate of the controller's client bucket (goal <= 1.1 x); Lease renewals that came
+  >= 50 % of the renew deadline after the previous one (goal 0) and whether the Lease was lost;
+- startup: a new controller process with N existing nodes: process start to /readyz (leader, every node
+  occupied, routes listed; goal <= 20 s at 5,000);
+- resync: one steady-state RouteReconciler.sync at N routes in this process: CPU seconds (goal <= 0.3),
+  mutating calls (goal 0), list calls vs pages;
+- rss: the controller process's resident set after serving N nodes (goal <= 250 MB at 5,000);
+- simulate: `routectl simulate --cloud gce --nodes N --pool-cidr 10.0.0.0/8 --route-limit 2N` wall time,
+  and at the end the growth exponent of simulate wall time between the smallest and largest N (goal ~1).
+
+    .venv/bin/python benchmarks/scale.py                      # N = 1000, 2000, 5000 (minutes)
+    .venv/bin/python benchmarks/scale.py --nodes 1000 --skip-simulate
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from routectl.cloud.gce import GCERouteDriver
+from routectl.cloud.reconcile import RouteReconciler
+from routectl.controller.leader import LEASE_AGENT
+from routectl.routes.model import NodeRoutes
+from routectl.sim.cluster import SimCluster
+
+POOL = "10.0.0.0/8"
+GCE_MUTATING = {"compute.routes.insert", "compute.routes.delete"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB."""
+    vals: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                vals[key] = int(rest.split()[0]) / 1024
+    return round(vals.get("VmRSS", 0.0), 1), round(vals.get("VmHWM", 0.0), 1)
+
+
+class Controller:
+    """`routectl controller` as a child process against the SimCluster's fakes."""
+
+    def __init__(self, sim: SimCluster, identity: str, log_path: str) -> None:
+        self.port = _free_port()
+        env = {**os.environ, **sim.controller_env(), "ROUTECTL_HEALTH_ADDRESS": f"127.0.0.1:{self.port}",
+               "ROUTECTL_IDENTITY": identity}
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "routectl.cli", "controller", "--log-level",
+                                      "WARNING"], env=env, stdout=self.log, stderr=self.log)
+
+    def wait_ready(self, timeout: float) -> float | None:
+        """Seconds from process start to /readyz 200, None on timeout or exit."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if _ready(self.port):
+                return time.monotonic() - self.started
+            time.sleep(0.1)
+        return None
+
+    def stop(self) -> int | None:
+        """SIGTERM (it releases the Lease) and wait."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def _late_renewals(sim: SimCluster, since: int, renew_deadline: float) -> tuple[int, int, float]:
+    """(renewals, renewals >= 50 % of the renew deadline after the previous one, largest gap)."""
+    times = [r.time for r in sim.kube.requests.select(resource="leases", verb="patch", since=since,
+                                                      user_agent=LEASE_AGENT) if r.status == 200]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    return len(times), sum(1 for g in gaps if g >= 0.5 * renew_deadline), round(max(gaps, default=0.0), 3)
+
+
+def _converged_count(sim: SimCluster) -> int:
+    from routectl.sim.simulate import settled_count
+
+    return settled_count(sim.node_digests())
+
+
+def run(n: int, timeout: float, log_path: str) -> list[dict[str, Any]]:
+    """Serve N new nodes, restart with N existing nodes, resync at N routes; JSON records."""
+    out: list[dict[str, Any]] = []
+    sim = SimCluster(cloud="gce", nodes=0, pool_cidr=POOL, route_limit=2 * n + 100, run_controller=False)
+    sim.start()
+    try:
+        cfg = sim.config()
+        sim.add_nodes(n)
+        mark = sim.kube.requests.mark()
+        ctl = Controller(sim, "bench-a", log_path)
+        t0 = ctl.started
+        served = None
+        while time.monotonic() - t0 < timeout and ctl.proc.poll() is None:
+            if sim.converged():
+                served = time.monotonic() - t0
+                break
+            time.sleep(0.5)
+        bound = max(0, n - cfg.cloud_burst) / cfg.cloud_rate
+        renewals, late, max_gap = _late_renewals(sim, mark, cfg.renew_deadline)
+        rss, hwm = _rss_mb(ctl.proc.pid) if ctl.proc.poll() is None else (None, None)
+        out.append({"bench": "serve", "nodes": n, "served_s": round(served, 2) if served else None,
+                    "settled": _converged_count(sim), "bound_s": round(bound, 2),
+                    "ratio": round(served / bound, 3) if served and bound else None,
+                    "lease_renewals": renewals, "renewals_past_half_deadline": late,
+                    "max_renew_gap_s": max_gap,
+                    "renew_deadline_s": cfg.renew_deadline, "lease_lost": ctl.proc.poll() == 3})
+        out.append({"bench": "rss", "nodes": n, "controller_rss_mb": rss, "controller_peak_rss_mb": hwm})
+        ctl.stop()
+        # a new leader with N existing nodes: process start to ready
+        ctl2 = Controller(sim, "bench-b", log_path)
+        ready = ctl2.wait_ready(timeout)
+        out.append({"bench": "startup", "nodes": n, "start_to_ready_s": round(ready, 2) if ready else None})
+        ctl2.stop()
+        out.append(_resync(sim, n))
+    finally:
+        sim.stop()
+    return out
+
+
+def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
+    """One steady-state RouteReconciler.sync at N routes in this process (after a warm-up sync)."""
+    nodes = [NodeRoutes(x["metadata"]["name"], x["metadata"]["uid"], x["spec"]["providerID"],
+                        tuple(x["spec"].get("podCIDRs") or ())) for x in sim.nodes()]
+    drv = GCERouteDriver(sim.gce.project, sim.gce.network, sim.cluster_name, endpoint=sim.gce.endpoint,
+                         rate=1000.0, burst=1000, concurrency=16)
+    rec = RouteReconciler(drv, [POOL], concurrency=16)
+    rec.sync(nodes)  # resolves every node once, as the running controller has
+    sim.gce.reset_log()
+    c0, t0 = time.process_time(), time.monotonic()
+    res = rec.sync(nodes)
+    cpu, wall = time.process_time() - c0, time.monotonic() - t0
+    with sim.gce._lock:
+        log = list(sim.gce.call_log)
+    rec.close()
+    routes = sum(1 for s in res.nodes.values() if s.ok)
+    return {"bench": "resync", "nodes": n, "routes": routes, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+            "mutating_calls": sum(1 for _, p in log if p in GCE_MUTATING),
+            "list_calls": sum(1 for _, p in log if p == "compute.routes.list"),
+            "pages": math.ceil(max(routes, 1) / 500)}
+
+
+def simulate(n: int, timeout: float) -> dict[str, Any]:
+    """`routectl simulate` wall time for N GCE nodes."""
+    cmd = [sys.executable, "-m", "routectl.cli", "simulate", "--cloud", "gce", "--nodes", str(n),
+           "--pool-cidr", POOL, "--route-limit", str(2 * n), "--timeout", str(timeout), "--no-progress",
+           "-o", "json"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 600)
+    wall = time.monotonic() - t0
+    converged = proc.returncode == 0
+    return {"bench": "simulate", "nodes": n, "wall_s": round(wall, 2), "converged": converged,
+            "exit": proc.returncode,
+            "failure": None if converged else proc.stdout[-300:] + proc.stderr[-300:]}
+
+
+def main() -> None:
+    """Parse flags, run each N, print JSON lines."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000, 5000])
+    p.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
+    p.add_argument("--skip-simulate", action="store_true")
+    p.add_argument("--skip-controller", action="store_true", help="only the simulate figures")
+    p.add_argument("--log", default="/tmp/routectl-scale-controllers.log", help="controllers' stderr")
+    a = p.parse_args()
+    walls: dict[int, float] = {}
+    for n in a.nodes:
+        if not a.skip_controller:
+            for rec in run(n, a.timeout, a.log):
+                print(json.dumps(rec), flush=True)
+        if not a.skip_simulate:
+            rec = simulate(n, a.timeout)
+            print(json.dumps(rec), flush=True)
+            if rec["converged"]:
+                walls[n] = rec["wall_s"]
+    if len(walls) >= 2:
+        lo, hi = min(walls), max(walls)
+        exponent = math.log(walls[hi] / walls[lo]) / math.log(hi / lo)
+        print(json.dumps({"bench": "simulate_growth", "from_nodes": lo, "to_nodes": hi,
+                          "exponent": round(exponent, 3)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
