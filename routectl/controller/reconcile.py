@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
@@ -109,6 +109,8 @@ class Controller:
         self.fenced = False  # set when leadership is lost: no podCIDR write, no cloud mutation after it
         self.handled = 0  # node events handled (tests and the simulator wait on it)
         self.health_port: int | None = None
+        self.loop_crashes = 0  # background loop failures (each restarted, with the error logged)
+        self.dead_loops: set[str] = set()  # loops that kept failing: /healthz turns red
 
     # ------------------------------------------------------------------------------------ views
     @staticmethod
@@ -158,7 +160,7 @@ class Controller:
             for f in findings:
                 if f.node in nodes:
                     await self._event_node(nodes[f.node], "Warning", EVENT_CIDR_CONFLICT, f.message)
-            self._tasks.append(asyncio.create_task(self._ensure_loop(), name="routectl-route-batches"))
+            self._spawn("routectl-route-batches", self._ensure_loop)
             delay = 1.0
             while True:  # no block is handed out before stale routes are known (and deleted)
                 try:
@@ -170,19 +172,52 @@ class Controller:
                     delay = min(30.0, delay * 2)
             self._ready.set()
             self.metrics.reconcile.labels("startup").observe(time.monotonic() - started)
-            self._tasks.append(asyncio.create_task(self._resync_loop(), name="routectl-resync"))
-            self._tasks.append(asyncio.create_task(self._pool_status_loop(), name="routectl-pool-status"))
+            self._spawn("routectl-resync", self._resync_loop)
+            self._spawn("routectl-pool-status", self._pool_status_loop)
             log.info("controller ready: %d nodes, %d pools, %d blocks held", len(nodes),
                      len(self.allocator.pools), len(self.allocator.allocations()))
 
     async def close(self) -> None:
-        """Stop the background loops (the operator is stopping)."""
+        """Stop the background loops and the route reconciler's threads (the operator is stopping)."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        if self.routes is not None:
+            await asyncio.to_thread(self.routes.close)
+
+    @property
+    def healthy(self) -> bool:
+        """False once a background loop kept failing (then /healthz is red and the kubelet restarts us)."""
+        return not self.dead_loops
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop under supervision (see `_supervise`)."""
+        self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Restart `loop` when it dies of an unexpected error (logged); five deaths within a minute mark
+        it dead, which turns /healthz red: a loop that cannot run must not leave handlers waiting forever
+        behind a green liveness probe."""
+        crashes: list[float] = []
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                now = time.monotonic()
+                crashes = [t for t in crashes if now - t < 60.0] + [now]
+                self.loop_crashes += 1
+                if len(crashes) >= 5:
+                    log.critical("background loop %s keeps failing: reporting unhealthy", name, exc_info=True)
+                    self.dead_loops.add(name)
+                    return
+                log.exception("background loop %s died; restarting it", name)
+                await asyncio.sleep(0.05 * 2 ** len(crashes))
 
     # ------------------------------------------------------------------------------------- pools
     async def _configure_pools(self, post_events: bool = False) -> None:
@@ -315,29 +350,42 @@ class Controller:
             batch, self._batch = self._batch, {}
             if not batch:
                 continue
-            started = time.monotonic()
-            if self.fenced:
-                for _, futures in batch.values():
-                    for f in futures:
-                        if not f.done():
-                            f.set_result(NodeRouteStatus(False, "Fenced", "not the leader any more"))
-                continue
             try:
-                result = await asyncio.to_thread(self.routes.ensure, [n for n, _ in batch.values()])
-            except Exception as exc:
-                log.warning("route ensure failed for %d node(s): %s", len(batch), exc)
+                await self._route_batch(batch)
+            finally:  # whatever went wrong, no handler waits forever for this batch
                 for _, futures in batch.values():
                     for f in futures:
                         if not f.done():
-                            f.set_result(NodeRouteStatus(False, REASON_CLOUD_ERROR, str(exc)))
-                continue
-            await self._post_limit_events(self._take_capacity(result, full=False))
-            for name, (_, futures) in batch.items():
-                status = result.nodes.get(name) or NodeRouteStatus(False, "RoutePending", "not routed yet")
+                            f.set_result(NodeRouteStatus(False, "RoutePending",
+                                                         "route batch failed; the next resync retries"))
+
+    async def _route_batch(self, batch: dict[str, tuple[NodeRoutes, list[asyncio.Future[NodeRouteStatus]]]]
+                           ) -> None:
+        """Ensure one batch of nodes' routes and resolve their futures with each node's status."""
+        started = time.monotonic()
+        if self.fenced or self.routes is None:
+            for _, futures in batch.values():
                 for f in futures:
                     if not f.done():
-                        f.set_result(status)
-            self.metrics.reconcile.labels("routes").observe(time.monotonic() - started)
+                        f.set_result(NodeRouteStatus(False, "Fenced", "not the leader any more"))
+            return
+        try:
+            result = await asyncio.to_thread(self.routes.ensure, [n for n, _ in batch.values()])
+        except Exception as exc:
+            log.warning("route ensure failed for %d node(s): %s", len(batch), exc)
+            for _, futures in batch.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_result(NodeRouteStatus(False, REASON_CLOUD_ERROR, str(exc)))
+            return
+        new_warnings = self._take_capacity(result, full=False)
+        for name, (_, futures) in batch.items():
+            status = result.nodes.get(name) or NodeRouteStatus(False, "RoutePending", "not routed yet")
+            for f in futures:
+                if not f.done():
+                    f.set_result(status)
+        self.metrics.reconcile.labels("routes").observe(time.monotonic() - started)
+        await self._post_limit_events(new_warnings)
 
     def _take_capacity(self, result: SyncResult, full: bool) -> list[LimitWarning]:
         """Remember table fill and limit warnings from a route result (a full sync replaces warnings);
