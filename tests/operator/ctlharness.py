@@ -31,12 +31,17 @@ class Index(dict[str, list[Any]]):
 
 
 class Delivery:
-    """Watch delivery under test control: `pending` holds the objects whose newest state is not delivered."""
+    """Watch delivery under test control. `observe()` records every version of every Node the API shows
+    (a per-object event queue, in order, as a watch would bring them); `deliver_node` hands the next
+    queued version (or, with `skip`, a later one: kopf may coalesce) to the index and the handler.
+    Pools are delivered newest-first (pool_changed reads only the index)."""
 
     def __init__(self, sim: SimCluster) -> None:
         self.sim = sim
         self.nodes = Index()
         self.pools = Index()
+        self.queue: dict[str, list[dict[str, Any] | None]] = {}
+        self._last_rv: dict[str, str | None] = {}
 
     def api_nodes(self) -> dict[str, dict[str, Any]]:
         return {n["metadata"]["name"]: n for n in self.sim.nodes()}
@@ -44,12 +49,21 @@ class Delivery:
     def api_pools(self) -> dict[str, dict[str, Any]]:
         return {p["metadata"]["name"]: p for p in self.sim.pools()}
 
-    def pending_nodes(self) -> list[str]:
-        """Nodes whose delivered view differs from the API's (changed, created or deleted since)."""
+    def observe(self) -> None:
+        """Queue every Node version (and deletion) that appeared since the last call."""
         api = self.api_nodes()
-        out = [n for n, body in api.items() if n not in self.nodes
-               or self.nodes[n][0].resource_version != body["metadata"]["resourceVersion"]]
-        return sorted(out + [n for n in self.nodes if n not in api])
+        for name, body in api.items():
+            rv = body["metadata"]["resourceVersion"]
+            if self._last_rv.get(name) != rv:
+                self.queue.setdefault(name, []).append(body)
+                self._last_rv[name] = rv
+        for name in [n for n, rv in self._last_rv.items() if rv is not None and n not in api]:
+            self.queue.setdefault(name, []).append(None)
+            self._last_rv[name] = None
+
+    def pending_nodes(self) -> list[str]:
+        """Nodes with versions not delivered yet."""
+        return sorted(n for n, q in self.queue.items() if q)
 
     def pending_pools(self) -> list[str]:
         api = self.api_pools()
@@ -57,9 +71,13 @@ class Delivery:
                self.pools[n][0].body["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]]
         return sorted(out + [n for n in self.pools if n not in api])
 
-    async def deliver_node(self, ctl: Controller, name: str) -> None:
-        """Bring node `name`'s current state to the index, then call the handler (as kopf does)."""
-        body = await asyncio.to_thread(lambda: self.api_nodes().get(name))
+    async def deliver_node(self, ctl: Controller, name: str, skip: int = 0) -> None:
+        """Hand node `name`'s next queued version (after dropping `skip` of them) to index and handler."""
+        q = self.queue.get(name) or []
+        if not q:
+            return
+        del q[: min(skip, len(q) - 1)]
+        body = q.pop(0)
         if body is None:
             gone = self.nodes.get(name)
             self.nodes.drop(name)
@@ -78,11 +96,15 @@ class Delivery:
         await ctl.pool_changed(self.nodes, self.pools)
 
     def list_all(self) -> None:
-        """A fresh LIST into both indexes (what a (re)starting kopf does before calling handlers)."""
+        """A fresh LIST into both indexes (what a (re)starting kopf does before calling handlers); the
+        listed versions are queued for the handlers, nothing older."""
         self.nodes.clear()
         self.pools.clear()
+        self.queue.clear()
+        self._last_rv.clear()
         for name, body in self.api_nodes().items():
             self.nodes.put(name, NodeView.from_body(body))
+        self.observe()
         for name, body in self.api_pools().items():
             self.pools.put(name, PoolView.from_body(body))
 

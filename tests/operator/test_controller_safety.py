@@ -49,6 +49,7 @@ async def test_a_crashed_route_batch_loop_is_restarted_and_no_handler_waits_fore
     ctl._take_capacity = buggy  # type: ignore[method-assign]
     await asyncio.wait_for(feed.deliver_node(ctl, "node-0001"), 30)  # start-up sync (1st), then a batch
     sim.add_nodes(1)
+    feed.observe()
     with caplog.at_level(logging.ERROR, logger="routectl.controller.reconcile"):
         await asyncio.wait_for(feed.deliver_node(ctl, "node-0003"), 30)  # the batch dies: handler returns
     assert ctl.loop_crashes == 1
