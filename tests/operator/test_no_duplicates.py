@@ -114,3 +114,31 @@ async def test_a_stale_empty_view_never_releases_a_block_we_wrote() -> None:
     finally:
         await stop_controller(ctl)
         sim.stop()
+
+
+async def test_a_restarted_controller_occupies_every_existing_podcidr_before_serving_a_new_node() -> None:
+    from tests.operator.ctlharness import Delivery, duplicate_blocks, new_controller, stop_controller
+
+    sim = SimCluster(cloud="gce", nodes=3, pool_cidr="10.80.0.0/22", resync_seconds=3600,
+                     run_controller=False).start()
+    first = new_controller(sim, "before-restart")
+    try:
+        feed = Delivery(sim)
+        feed.list_all()
+        for name in feed.pending_nodes():
+            await feed.deliver_node(first, name)
+    finally:
+        await stop_controller(first)
+    assert len({n["spec"]["podCIDR"] for n in sim.nodes()}) == 3
+    sim.add_nodes(1)
+    ctl = new_controller(sim, "after-restart")
+    try:
+        feed = Delivery(sim)
+        feed.list_all()  # the new node's event happens to be handled first
+        await feed.deliver_node(ctl, "node-0004")
+        nodes = sim.nodes()
+        assert not duplicate_blocks(nodes)
+        assert sim.kube.get("v1", "Node", "node-0004")["spec"]["podCIDR"] == "10.80.3.0/24"
+    finally:
+        await stop_controller(ctl)
+        sim.stop()
