@@ -47,6 +47,7 @@ from routectl.routes.model import (
     TableCapacity,
     canonical_cidr,
     inside_any,
+    is_cidr,
     parse_pools,
 )
 
@@ -486,9 +487,4 @@ class RouteReconciler:
                           _calls_delta(before, self.driver.calls.snapshot()), programmed)
 
 
-def _valid(cidr: str) -> bool:
-    try:
-        canonical_cidr(cidr)
-        return True
-    except ValueError:
-        return False
+_valid = is_cidr

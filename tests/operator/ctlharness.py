@@ -17,6 +17,7 @@ from routectl.controller.kube import KubeClient
 from routectl.controller.main import build_routes
 from routectl.controller.reconcile import Controller
 from routectl.controller.state import NodeView, PoolView
+from routectl.routes.model import node_pod_cidrs
 from routectl.sim.cluster import SimCluster
 
 
@@ -127,8 +128,7 @@ async def stop_controller(ctl: Controller) -> None:
 
 
 def pod_cidrs_of(body: dict[str, Any]) -> tuple[str, ...]:
-    spec = body.get("spec") or {}
-    return tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    return node_pod_cidrs(body)
 
 
 def duplicate_blocks(nodes: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[str]:
