@@ -36,10 +36,12 @@ def newer(rv: str, than: str) -> bool:
 
 @dataclass(frozen=True)
 class Written:
-    """podCIDRs we wrote to a Node and the resourceVersion the API answered with."""
+    """podCIDRs we wrote to a Node, the resourceVersion the API answered with, and the Node's uid (a Node
+    re-created under the same name is another object: it does not carry what we wrote to the old one)."""
 
     cidrs: tuple[str, ...]
     resource_version: str
+    uid: str = ""
 
 
 class AllocationBook:
@@ -54,12 +56,12 @@ class AllocationBook:
         self.written.clear()
         return self.allocator.rebuild(nodes)
 
-    def cidrs_of(self, name: str, observed: tuple[str, ...]) -> tuple[str, ...]:
+    def cidrs_of(self, name: str, observed: tuple[str, ...], uid: str = "") -> tuple[str, ...]:
         """The podCIDRs a node has: what it shows, or what we wrote when the view does not show it yet."""
         if observed:
             return observed
         w = self.written.get(name)
-        return w.cidrs if w is not None else ()
+        return w.cidrs if w is not None and (not uid or not w.uid or w.uid == uid) else ()
 
     def observe(self, name: str, pod_cidrs: Iterable[str], resource_version: str) -> list[Finding] | None:
         """A node was seen with `pod_cidrs` at `resource_version`: record them when they are news.
@@ -94,9 +96,9 @@ class AllocationBook:
                     f"{', '.join(sorted(others | set(writers)))}")
         return None
 
-    def wrote(self, name: str, cidrs: tuple[str, ...], resource_version: str) -> None:
+    def wrote(self, name: str, cidrs: tuple[str, ...], resource_version: str, uid: str = "") -> None:
         """Remember a successful podCIDR write (the watch may bring it back late)."""
-        self.written[name] = Written(canon(cidrs), resource_version)
+        self.written[name] = Written(canon(cidrs), resource_version, uid)
 
     def release(self, name: str) -> Allocation | None:
         """Free a node's blocks: its Node is gone (routes deleted) or the API surely refused the write."""
