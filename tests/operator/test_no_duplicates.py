@@ -8,10 +8,13 @@ the stale view's empty podCIDRs *released* the block and the next waiting node g
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
 from typing import Any
+
+import pytest
 
 from routectl.constants import API_VERSION, POOL_KIND
 from routectl.sim.cluster import SimCluster
@@ -142,3 +145,49 @@ async def test_a_restarted_controller_occupies_every_existing_podcidr_before_ser
     finally:
         await stop_controller(ctl)
         sim.stop()
+
+
+def test_with_node_watch_events_delayed_pool_edits_never_duplicate_a_block(
+        make_sim: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The real kopf operator, its watch of Nodes lagging by up to 0.6 s per object (seeded), while a full
+    pool allocates and is edited: the stale index must not hand a written block out again (and the
+    last-line claim check before each write must never have had to refuse one)."""
+    caplog.set_level(logging.ERROR, logger="routectl.controller.assigner")
+    seed = 4242
+    sim = make_sim(cloud="gce", nodes=0, pool_cidr="10.80.0.0/23", resync_seconds=3600)
+    wait_for(lambda: sim.controllers[0].is_leader, 60)
+    delay = sim.kube.delay_watch("nodes", 0.6, seed=seed, min_delay=0.05)
+    seen: list[dict[str, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            d = duplicates(sim.nodes())
+            if d:
+                seen.append(d)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        names = sim.add_nodes(6)
+        for pct in range(60, 72):  # spec edits while the pool (2 blocks) is full and nodes wait
+            sim.kube.patch(API_VERSION, POOL_KIND, "default", {"spec": {"routeLimitWarningPercent": pct}})
+            for name in names:  # kubelet status updates: versions older than our podCIDR write arrive late
+                sim.kube.patch_status("v1", "Node", name, {"status": {"nodeInfo": {"bootID": f"b{pct}"}}})
+            time.sleep(0.1)
+        sim.kube.patch(API_VERSION, POOL_KIND, "default",
+                       {"spec": {"cidrs": ["10.80.0.0/23", "10.81.0.0/22"]}})
+        for pct in range(72, 78):
+            sim.kube.patch(API_VERSION, POOL_KIND, "default", {"spec": {"routeLimitWarningPercent": pct}})
+            time.sleep(0.1)
+        delay.stop()
+        sim.kube.release_watches()
+        assert sim.wait_converged(60)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert not seen, f"seed {seed}: two live Nodes held the same podCIDR: {seen[:3]}"
+    assert len({n["spec"]["podCIDR"] for n in sim.nodes()}) == 6
+    bugs = [r.getMessage() for r in caplog.records if "BUG" in r.getMessage()]
+    assert not bugs, f"seed {seed}: the allocator offered a block someone holds: {bugs[:3]}"
