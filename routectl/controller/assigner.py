@@ -135,6 +135,11 @@ class Assigner:
                     else:  # unknown whether the write landed: keep the block, a later pass retries
                         log.warning("writing podCIDR of node %s failed (block kept): %s", view.name, exc)
                     return None
+                if view.uid and fresh.uid != view.uid:
+                    # deleted and re-created under the same name: not the object we assign for. Its own
+                    # events serve the new one; writing here would tie the block to the old object,
+                    # whose deletion then frees it under the new one's feet.
+                    return None
                 if fresh.pod_cidrs:  # set meanwhile (by us, the write landed, or by someone else)
                     if canon(fresh.pod_cidrs) == canon(alloc.cidrs):
                         body = await self.client.get(f"/api/v1/nodes/{view.name}")

@@ -180,12 +180,19 @@ class Schedule:
     # ------------------------------------------------------------------ invariants
     def check_always(self) -> None:
         dups = duplicate_blocks(self.sim.nodes())
-        assert not dups, f"two live Nodes hold overlapping podCIDRs: {dups}"
+        assert not dups, f"two live Nodes hold overlapping podCIDRs: {dups}; {self._assigned(dups)}"
         book = self.ctl.book  # a block we wrote stays held by its node until the node is gone
         for name, w in book.written.items():
             held = book.allocation_of(name)
             assert held is not None and tuple(held.cidrs) == w.cidrs, \
                 f"{name}: we wrote {w.cidrs} but the allocator holds {held}"
+
+    def _assigned(self, dups: list[str]) -> list[str]:
+        """Who assigned what to the nodes involved (from the CIDRAssigned Events): the failure's story."""
+        names = {part.split()[0] for d in dups for part in d.split(" / ")}
+        return [f"{e['involvedObject']['name']}({e['involvedObject'].get('uid', '')[:6]}) {e['message']} "
+                f"by {e.get('reportingInstance')}" for e in self.sim.kube.list("v1", "Event", "default")
+                if e["involvedObject"]["name"] in names and e["reason"] == "CIDRAssigned"]
 
     async def quiesce(self) -> None:
         self.sim.kube.clear_faults()
