@@ -40,6 +40,7 @@ from routectl.cloud.base import (
     RouteDriver,
     RouteLimitError,
 )
+from routectl.cloud.caller import FencedError
 from routectl.cloud.limits import cap_for, fit_creates, ways_out
 from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT, REASON_ROUTE_CREATED
 from routectl.routes.diff import Key, diff_routes, route_key
@@ -54,6 +55,7 @@ from routectl.routes.model import (
     canonical_cidr,
     family_of,
     inside_any,
+    is_cidr,
     parse_pools,
 )
 
@@ -131,8 +133,17 @@ class RouteReconciler:
         self._node_keys: dict[str, tuple[set[Key], str | None]] = {}
         self._view_dirty = False
         self._pool: ThreadPoolExecutor | None = None
+        self._fence: Callable[[], bool] = lambda: False
 
     # ----- public API -----
+    def set_fence(self, fenced: Callable[[], bool]) -> None:
+        """Refuse every cloud mutation once `fenced()` is true (leadership lost), checked right before
+        each call the driver makes, so a sync already running stops at its next mutation."""
+        self._fence = fenced
+        caller = getattr(self.driver, "caller", None)
+        if caller is not None:
+            caller.fence = fenced
+
     def plan(self, nodes: Sequence[NodeRoutes]) -> RoutePlan:
         """Read-only plan: one list per table, resolve next hops (no prerequisite fixing), diff, limit fit."""
         with self._lock:
@@ -449,6 +460,8 @@ class RouteReconciler:
 
         def one(a: RouteAction) -> None:
             try:
+                if self._fence():
+                    raise FencedError(f"{a.kind} {a.destination} refused: not the leader any more")
                 if a.kind == "delete":
                     assert a.route is not None
                     self.driver.delete(a.route)
@@ -607,9 +620,4 @@ def _by_node(actions: list[RouteAction]) -> dict[str | None, list[RouteAction]]:
     return out
 
 
-def _valid(cidr: str) -> bool:
-    try:
-        canonical_cidr(cidr)
-        return True
-    except ValueError:
-        return False
+_valid = is_cidr

@@ -63,10 +63,11 @@ class HealthServer:
     """/healthz (the process and its loop answer), /readyz (leader and synced), /metrics (Prometheus)."""
 
     def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int, *,
-                 metrics_public: bool = False) -> None:
+                 metrics_public: bool = False, healthy: Callable[[], bool] = lambda: True) -> None:
         self.metrics = metrics
         self.metrics_public = metrics_public
         self.ready = ready
+        self.healthy = healthy  # False once a background loop is dead: the kubelet restarts the pod
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
 
@@ -92,6 +93,8 @@ class HealthServer:
             self._runner = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        if not self.healthy():
+            return web.Response(text="a background loop is dead (see the log)\n", status=500)
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
@@ -152,7 +155,8 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
     lease = LeaseThread(elector, stall_limit=config.lease_duration)
     lease.start()
     server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
-                          config.health_host, config.health_port, metrics_public=config.metrics_public)
+                          config.health_host, config.health_port, metrics_public=config.metrics_public,
+                          healthy=lambda: controller.healthy)
     if health:
         port = await server.start()
         controller.health_port = port

@@ -19,6 +19,7 @@ from routectl.constants import (
     REASON_NO_ROUTE_CREATED,
     REASON_ROUTE_CREATED,
 )
+from routectl.routes.model import node_pod_cidrs
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class NodeView:
         """Build from a Node object as the API serves it."""
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
-        cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+        cidrs = node_pod_cidrs(body)
         cond = None
         for c in (body.get("status") or {}).get("conditions") or []:
             if c.get("type") == CONDITION_NETWORK_UNAVAILABLE:
@@ -71,6 +72,32 @@ class PoolView:
         meta = body.get("metadata") or {}
         return cls(name=meta.get("name", ""), body=dict(body), generation=int(meta.get("generation") or 0),
                    deleting=bool(meta.get("deletionTimestamp")))
+
+
+class IndexViews:
+    """The controller's view of the cluster: kopf's indexes of Nodes and PodCIDRPools (each key's store
+    holds one view, the newest). Empty until the first handler call hands the indexes over."""
+
+    def __init__(self) -> None:
+        self.node_index: Mapping[str, Any] | None = None
+        self.pool_index: Mapping[str, Any] | None = None
+
+    @staticmethod
+    def _views(index: Mapping[str, Any] | None) -> list[Any]:
+        out = []
+        for store in list((index or {}).values()):
+            for value in store:
+                out.append(value)
+                break
+        return out
+
+    def node_views(self) -> dict[str, NodeView]:
+        """Every Node currently known."""
+        return {v.name: v for v in self._views(self.node_index)}
+
+    def pool_views(self) -> dict[str, PoolView]:
+        """Every PodCIDRPool currently known."""
+        return {v.name: v for v in self._views(self.pool_index)}
 
 
 @dataclass(frozen=True)

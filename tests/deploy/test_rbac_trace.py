@@ -22,7 +22,7 @@ MIN_REQUESTS = {"controller": 20, "agent": 5}
 # code disappears (then the grant is unused and must go) — so the exemption cannot go stale silently.
 RARE: dict[tuple[str, rbac.Grant], tuple[str, str, str]] = {
     ("controller", rbac.Grant(None, "", "nodes", "get", "")): (
-        "routectl/controller/reconcile.py", 'self.client.get(f"/api/v1/nodes/',
+        "routectl/controller/assigner.py", 'self.client.get(f"/api/v1/nodes/',
         "re-read a Node after its resourceVersion-guarded podCIDR patch lost a race"),
 }
 
