@@ -48,3 +48,8 @@ MAX_BLOCKS_BITS = 16
 
 # Agent's iptables chain and comment prefix.
 MASQ_CHAIN = "ROUTECTL-MASQ"
+
+# Node annotation the controller owns: the node's pod traffic goes over the VXLAN overlay because its
+# route did not fit the cloud route table (pool spec.routeLimitFallback: Overlay). Agents read it.
+TRANSPORT_ANNOTATION = f"{GROUP}/transport"
+TRANSPORT_OVERLAY = "overlay"
