@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP)
 
-# iproute2 and iptables for the dataplane tests (root on Debian).
+# iproute2, iptables and the real CNI plugins (bridge, host-local, portmap, loopback in /usr/lib/cni)
+# for the dataplane tests (root on Debian).
 system-deps:
-	@if ! command -v iptables-restore >/dev/null || ! command -v ip >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; \
+	@if ! command -v iptables-restore >/dev/null || ! command -v ip >/dev/null \
+	    || ! test -x /usr/lib/cni/bridge || ! test -x /usr/lib/cni/portmap; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    iproute2 iptables containernetworking-plugins >/dev/null; \
 	fi
 
 demo: $(STAMP)

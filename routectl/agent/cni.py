@@ -155,29 +155,44 @@ def shadowing_configs(names: Sequence[str], ours: str) -> list[str]:
     return sorted(n for n in names if n.endswith(CONFIG_EXTENSIONS) and not n.startswith(".") and n < ours)
 
 
-def parse_primary_dev(routes_json: str) -> str | None:
-    """The device of the first default route in `ip -j route show default` output (first nexthop if ECMP)."""
-    try:
-        routes = json.loads(routes_json or "[]")
-    except json.JSONDecodeError:
-        return None
-    for route in routes if isinstance(routes, list) else []:
-        if not isinstance(route, dict):
+_RTF_UP = 0x1
+_RTF_REJECT = 0x200
+
+
+def parse_default_dev_v4(proc_net_route: str) -> str | None:
+    """The device of the IPv4 default route with the lowest metric, from /proc/net/route."""
+    best: tuple[int, str] | None = None
+    for line in proc_net_route.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 8 or f[1] != "00000000" or f[7] != "00000000":
             continue
-        if route.get("dev"):
-            return str(route["dev"])
-        for hop in route.get("nexthops") or []:
-            if isinstance(hop, dict) and hop.get("dev"):
-                return str(hop["dev"])
-    return None
+        try:
+            flags, metric = int(f[3], 16), int(f[6])
+        except ValueError:
+            continue
+        if flags & _RTF_UP and not flags & _RTF_REJECT and (best is None or metric < best[0]):
+            best = (metric, f[0])
+    return best[1] if best else None
 
 
-def parse_link_mtu(link_json: str) -> int | None:
-    """The MTU in `ip -j link show dev X` output."""
-    try:
-        links = json.loads(link_json or "[]")
-    except json.JSONDecodeError:
-        return None
-    first = links[0] if isinstance(links, list) and links else None
-    mtu = first.get("mtu") if isinstance(first, dict) else None
-    return mtu if isinstance(mtu, int) else None
+def parse_default_dev_v6(proc_net_ipv6_route: str) -> str | None:
+    """The device of the IPv6 default route with the lowest metric, from /proc/net/ipv6_route
+    (the kernel's unreachable defaults on `lo` are left out)."""
+    best: tuple[int, str] | None = None
+    for line in proc_net_ipv6_route.splitlines():
+        f = line.split()
+        if len(f) < 10 or f[0] != "0" * 32 or f[1] != "00" or f[9] == "lo":
+            continue
+        try:
+            metric, flags = int(f[5], 16), int(f[8], 16)
+        except ValueError:
+            continue
+        if flags & _RTF_UP and not flags & _RTF_REJECT and (best is None or metric < best[0]):
+            best = (metric, f[9])
+    return best[1] if best else None
+
+
+def parse_mtu(sysfs_mtu: str) -> int | None:
+    """The number in /sys/class/net/<dev>/mtu."""
+    text = sysfs_mtu.strip()
+    return int(text) if text.isdigit() else None

@@ -1,7 +1,7 @@
 """Keep the node's CNI config file in line with its podCIDRs: check, render, write atomically, report.
 
 The rendering is pure (routectl/agent/cni.py); this module does the small I/O around it: the primary
-interface's MTU (`ip -j`, inside the agent's network namespace), which plugin binaries exist, and the
+interface's MTU (/proc/net and /sys, in the agent's network namespace), which plugin binaries exist, and the
 write itself (temp file, fsync, rename, fsync of the directory) only when the content differs. Bad
 input never touches the file already there: the runtime keeps using the previous config.
 """
@@ -30,14 +30,19 @@ class CniWriteError(OSError):
 
 
 def read_primary_mtu(runner: Runner) -> int | None:
-    """MTU of the interface holding the default route (IPv4 first, then IPv6), or None if there is none."""
-    for flag in ("-4", "-6"):
+    """MTU of the interface holding the default route (IPv4 first, then IPv6), or None if there is none.
+
+    Read from /proc/net and /sys/class/net (as seen in the runner's network namespace), so the agent's
+    image needs no iproute2.
+    """
+    for path, parse in (("/proc/net/route", cni.parse_default_dev_v4),
+                        ("/proc/net/ipv6_route", cni.parse_default_dev_v6)):
         try:
-            dev = cni.parse_primary_dev(runner.run(["ip", "-j", flag, "route", "show", "default"]))
+            dev = parse(runner.read_file(path))
             if dev:
-                return cni.parse_link_mtu(runner.run(["ip", "-j", "link", "show", "dev", dev]))
-        except IptablesError as exc:  # Runner's error for any failed command
-            log.debug("reading the default route (%s): %s", flag, exc)
+                return cni.parse_mtu(runner.read_file(f"/sys/class/net/{dev}/mtu"))
+        except (OSError, IptablesError) as exc:  # IptablesError: Runner's error for a failed command
+            log.debug("reading the default route from %s: %s", path, exc)
     return None
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.dataplane.netns import NetnsFactory, missing_prerequisite, root_namespace_snapshot
+from tests.dataplane.scenario import Lab
 
 _REASON: list[str | None] = []
 
@@ -20,7 +22,8 @@ def _prerequisite_reason() -> str | None:
 
 @pytest.fixture(autouse=True)
 def _dataplane_prerequisites() -> None:
-    """Root, iproute2, iptables and working namespaces; in CI (CI=true) a missing one is a failure."""
+    """Root, iproute2, iptables, the CNI plugins and working namespaces; in CI (CI=true) a missing one is
+    a failure."""
     reason = _prerequisite_reason()
     if reason is None:
         return
@@ -44,3 +47,16 @@ def netns(_dataplane_prerequisites: None) -> Iterator[NetnsFactory]:
     assert not leftovers, f"namespaces left behind: {leftovers}"
     after = root_namespace_snapshot()
     assert after == before, "the test changed the root network namespace"
+
+
+@pytest.fixture
+def lab(netns: NetnsFactory, tmp_path: Path) -> Iterator[Lab]:
+    """Namespaces plus a temp dir for the nodes' CNI files and host-local leases; at the end every pod
+    still attached is DELeted through the plugins (also on failure), leaving no lease behind."""
+    lab = Lab(netns, tmp_path)
+    try:
+        yield lab
+    finally:
+        errors = lab.teardown()
+    assert not errors, errors
+    assert not lab.leases(), f"host-local leases left after DEL: {lab.leases()}"

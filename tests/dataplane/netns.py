@@ -20,6 +20,8 @@ HERE = Path(__file__).resolve().parent
 PEER_SERVER = HERE / "peer_server.py"
 PEER_CLIENT = HERE / "peer_client.py"
 
+CNI_PLUGIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 REQUIRED_TOOLS = ("ip", "cat", "tee", *(f"{tool}-{backend}-{verb}" for tool in ("iptables", "ip6tables")
                                          for backend in ("nft", "legacy") for verb in ("save", "restore")))
 
@@ -39,6 +41,10 @@ def missing_prerequisite() -> str | None:
     for tool in REQUIRED_TOOLS:
         if shutil.which(tool) is None:
             return f"dataplane tests need {tool} (make system-deps installs iproute2 and iptables)"
+    for plugin in CNI_PLUGINS:
+        if not os.access(os.path.join(CNI_PLUGIN_DIR, plugin), os.X_OK):
+            return (f"dataplane tests need the CNI plugin {CNI_PLUGIN_DIR}/{plugin} "
+                    "(make system-deps installs containernetworking-plugins)")
     name = f"rctl-probe-{secrets.token_hex(3)}"
     proc = sh("ip", "netns", "add", name, check=False)
     if proc.returncode != 0:
@@ -90,11 +96,13 @@ class NetnsFactory:
     created: list[Netns] = field(default_factory=list)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def __call__(self, role: str) -> Netns:
+    def __call__(self, role: str, lo_up: bool = True) -> Netns:
+        """A new namespace `<prefix><role>`; `lo_up=False` leaves `lo` down (a pod's, for CNI loopback)."""
         ns = Netns(self.prefix + role)
         sh("ip", "netns", "add", ns.name)
         self.created.append(ns)
-        ns.ip("link", "set", "lo", "up")
+        if lo_up:
+            ns.ip("link", "set", "lo", "up")
         return ns
 
     def spawn(self, ns: Netns, argv: Sequence[str]) -> subprocess.Popen[str]:
@@ -136,9 +144,9 @@ def veth(a: Netns, a_name: str, b: Netns, b_name: str) -> None:
     b.ip("link", "set", b_name, "up")
 
 
-def start_peer_server(factory: NetnsFactory, ns: Netns, port: int) -> subprocess.Popen[str]:
-    """A TCP server in `ns` that answers every connection with the peer address it saw."""
-    proc = factory.spawn(ns, [sys.executable, str(PEER_SERVER), str(port)])
+def start_peer_server(factory: NetnsFactory, ns: Netns, port: int, family: int = 4) -> subprocess.Popen[str]:
+    """A TCP server in `ns` (IPv4 or IPv6 only) that answers every connection with the peer address it saw."""
+    proc = factory.spawn(ns, [sys.executable, str(PEER_SERVER), str(port), str(family)])
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if line != "ready":

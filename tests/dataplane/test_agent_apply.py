@@ -252,14 +252,15 @@ def test_backend_detection_follows_the_rules_already_there(netns: NetnsFactory, 
     assert not any(MASQ_CHAIN in ln for ln in chain_lines(ns, other))
 
 
-def test_cli_cleanup_removes_exactly_routectl_rules_in_every_backend(netns: NetnsFactory):
+def test_cli_cleanup_removes_exactly_routectl_rules_in_every_backend(netns: NetnsFactory, tmp_path):
     ns = netns("node")
     desired = compute_desired(node("10.244.1.0/24", "fd00:10:244:1::/64"),
                               [pool(["10.244.0.0/16", "fd00:10:244::/56"], [])])
     for backend in BACKENDS:
         foreign_rules(ns, backend)
         MasqSyncer(ipt_in(ns, backend)).sync(desired)
-    result = CliRunner().invoke(cli_main, ["agent", "--cleanup", "--netns", ns.name])
+    args = ["agent", "--cleanup", "--netns", ns.name, "--cni-conf-dir", str(tmp_path)]
+    result = CliRunner().invoke(cli_main, args)
     assert result.exit_code == 0, result.output
     assert "IPv4 (nft)" in result.output and "IPv6 (legacy)" in result.output
     for backend in BACKENDS:
@@ -267,7 +268,7 @@ def test_cli_cleanup_removes_exactly_routectl_rules_in_every_backend(netns: Netn
             tool = "iptables" if family == 4 else "ip6tables"
             assert MASQ_CHAIN not in ns.run(f"{tool}-{backend}-save", "-t", "nat").stdout
         assert FOREIGN_JUMP in chain_lines(ns, backend)
-    again = CliRunner().invoke(cli_main, ["agent", "--cleanup", "--netns", ns.name])
+    again = CliRunner().invoke(cli_main, args)
     assert "none found" in again.output
 
 

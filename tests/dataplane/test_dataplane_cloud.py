@@ -19,7 +19,7 @@ from routectl.cloud.factory import make_driver
 from routectl.cloud.reconcile import RouteReconciler
 from routectl.routes.model import NodeRoutes
 from tests.dataplane import scenario
-from tests.dataplane.netns import NetnsFactory
+from tests.dataplane.scenario import Lab
 
 pytestmark = [pytest.mark.dataplane, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ class CloudRoutes:
 
 def _node_routes(name: str, provider_id: str) -> NodeRoutes:
     return NodeRoutes(name=f"node-{name}", uid=f"uid-{name}", provider_id=provider_id,
-                      pod_cidrs=(scenario.NODES[name][1],))
+                      pod_cidrs=scenario.NODES[name].pod_cidrs)
 
 
 @contextmanager
@@ -97,19 +97,22 @@ CLOUDS = {"gce": gce_cloud, "aws": aws_cloud}
 
 
 @pytest.mark.parametrize("cloud", sorted(CLOUDS))
-def test_dataplane_with_routes_routectl_wrote_to_the_cloud(netns: NetnsFactory, cloud: str):
+def test_dataplane_with_routes_routectl_wrote_to_the_cloud(lab: Lab, cloud: str):
     with CLOUDS[cloud]() as cr:
         routes = cr.program("a", "b")
-        assert routes == {cidr: name for name, (_, cidr) in scenario.NODES.items()}, routes
-        sc = scenario.build(netns, routes)
+        assert routes == dict(scenario.pod_routes(scenario.NODES)), routes
+        sc = scenario.build(lab, routes)
         assert sc.topo.installed_routes == routes
 
+        scenario.assert_wired_by_the_plugins(sc)
         scenario.assert_nat_less_and_masqueraded(sc)
+        scenario.assert_host_port(sc)
+        scenario.assert_del_releases_and_next_address(sc)
 
         # routectl drops node B: its cloud route goes, the router loses it, pod → pod-on-B stops working
         def drop_b() -> None:
             after = cr.program("a")
-            assert after == {scenario.NODES["a"][1]: "a"}, after
+            assert after == {scenario.NODES["a"].pod_cidrs[0]: "a"}, after
             sc.topo.set_routes(after)
 
         scenario.assert_route_is_what_makes_it_work(sc, drop_b)

@@ -348,13 +348,27 @@ def test_agent_has_exactly_the_privileges_it_needs(rendered: list[Obj]) -> None:
     assert node_name == [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
 
 
-def test_agent_shares_the_xtables_lock_and_no_other_host_path(rendered: list[Obj]) -> None:
+def test_agent_shares_the_xtables_lock_and_the_cni_dirs_and_no_other_host_path(rendered: list[Obj]) -> None:
+    from routectl.agent import cni
+
     spec = pod_spec(agent_daemonset(rendered))
     host_paths = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
-    assert host_paths == {"xtables-lock": {"path": "/run/xtables.lock", "type": "FileOrCreate"}}
+    assert host_paths == {
+        "xtables-lock": {"path": "/run/xtables.lock", "type": "FileOrCreate"},
+        "cni-conf": {"path": cni.DEFAULT_CONF_DIR, "type": "DirectoryOrCreate"},
+        "cni-bin-opt": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"},
+        "cni-bin-debian": {"path": "/usr/lib/cni", "type": "DirectoryOrCreate"},
+    }
     ctr = container(agent_daemonset(rendered), "agent")
-    mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
-    assert mounts["xtables-lock"] == "/run/xtables.lock"
+    mounts = {m["name"]: (m["mountPath"], m.get("readOnly", False)) for m in ctr["volumeMounts"]}
+    assert mounts["xtables-lock"] == ("/run/xtables.lock", False)
+    # the agent writes its conflist where the runtime reads it, at the agent's default path ...
+    assert mounts["cni-conf"] == (cni.DEFAULT_CONF_DIR, False)
+    # ... and only looks at the plugin directories it checks by default, read-only
+    bins = {path for name, (path, ro) in mounts.items() if name.startswith("cni-bin") and ro}
+    assert bins == set(cni.DEFAULT_BIN_DIRS)
+    for name in ("cni-conf", "cni-bin-opt", "cni-bin-debian"):
+        assert host_paths[name]["path"] == mounts[name][0], "same path inside and outside"
 
 
 def test_images_are_set_by_kustomize(rendered: list[Obj]) -> None:

@@ -112,11 +112,21 @@ def test_configs_sorting_before_ours_are_named():
     assert cni.shadowing_configs(names, "10-routectl.conflist") == ["05-other.conf"]
 
 
-def test_primary_interface_and_mtu_from_ip_json():
-    assert cni.parse_primary_dev('[{"dst":"default","gateway":"10.0.0.1","dev":"ens4","flags":[]}]') == "ens4"
-    ecmp = '[{"dst":"default","nexthops":[{"gateway":"10.0.0.1","dev":"eth1"},{"dev":"eth2"}]}]'
-    assert cni.parse_primary_dev(ecmp) == "eth1"
-    assert cni.parse_primary_dev("[]") is None and cni.parse_primary_dev("") is None
-    assert cni.parse_primary_dev("not json") is None
-    assert cni.parse_link_mtu('[{"ifindex":2,"ifname":"ens4","mtu":1460}]') == 1460
-    assert cni.parse_link_mtu("[]") is None and cni.parse_link_mtu('[{"mtu":"x"}]') is None
+PROC_ROUTE = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth1\t00000000\t010200C0\t0003\t0\t0\t200\t00000000\t0\t0\t0
+ens4\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+"""
+Z = "0" * 32
+PROC_ROUTE6 = f"""fd000000000000000000000000000000 40 {Z} 00 {Z} 00000100 00000001 00000000 00000001     eth0
+{Z} 00 {Z} 00 {Z} ffffffff 00000001 00000000 00200200       lo
+{Z} 00 {Z} 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     eth0
+"""
+
+
+def test_primary_interface_from_proc_net():
+    assert cni.parse_default_dev_v4(PROC_ROUTE) == "ens4", "the lowest-metric default route wins"
+    assert cni.parse_default_dev_v4(PROC_ROUTE.splitlines()[0] + "\n") is None
+    assert cni.parse_default_dev_v6(PROC_ROUTE6) == "eth0", "not the kernel's unreachable default on lo"
+    assert cni.parse_default_dev_v6("") is None
+    assert cni.parse_mtu("1460\n") == 1460 and cni.parse_mtu("") is None and cni.parse_mtu("x") is None
