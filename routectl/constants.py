@@ -53,3 +53,7 @@ MASQ_CHAIN = "ROUTECTL-MASQ"
 # route did not fit the cloud route table (pool spec.routeLimitFallback: Overlay). Agents read it.
 TRANSPORT_ANNOTATION = f"{GROUP}/transport"
 TRANSPORT_OVERLAY = "overlay"
+# PodCIDRPool spec.routeLimitFallback values.
+ROUTE_LIMIT_FALLBACK_NONE = "None"
+ROUTE_LIMIT_FALLBACK_OVERLAY = "Overlay"
+ROUTE_LIMIT_FALLBACKS = (ROUTE_LIMIT_FALLBACK_NONE, ROUTE_LIMIT_FALLBACK_OVERLAY)
