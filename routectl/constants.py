@@ -32,6 +32,8 @@ EVENT_POOL_INVALID = "PoolInvalid"
 EVENT_MASQUERADE_INVALID = "MasqueradeConfigInvalid"
 # The agent could not write the node's CNI config (bad podCIDR, plugins missing, directory not writable).
 EVENT_CNI_CONFIG_FAILED = "CNIConfigFailed"
+# The agent could not apply the node's VXLAN overlay (no InternalIP, a foreign device, netlink refused).
+EVENT_OVERLAY_FAILED = "OverlayFailed"
 
 # Pool condition types.
 POOL_READY = "Ready"

@@ -22,6 +22,8 @@ from typing import Any
 from routectl.agent.cni import VXLAN_OVERHEAD
 from routectl.agent.sync import IPNetwork, node_pod_cidrs
 from routectl.constants import TRANSPORT_ANNOTATION, TRANSPORT_OVERLAY
+from routectl.ipam.errors import InvalidCIDRError, PoolSpecError
+from routectl.ipam.model import PoolSpec
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -255,3 +257,34 @@ def diff(desired: OverlayState, actual: OverlayState) -> list[Op]:
     neigh_put, neigh_del = _keyed("neigh", desired.neighs, actual.neighs, "ip")
     route_put, route_del = _keyed("route", desired.routes, actual.routes, "dst")
     return ops + fdb_put + neigh_put + route_put + route_del + neigh_del + fdb_del
+
+
+def overlay_fallback_for(node: Mapping[str, Any], pools: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether this node's pods may be VXLAN-encapsulated (so their MTU leaves room for 50 bytes): the
+    node is on the overlay, or the pool holding its podCIDR has `routeLimitFallback: Overlay` (its peers
+    or the node itself may move to the overlay at any time; a pod's MTU is fixed when it starts)."""
+    if is_overlay(node):
+        return True
+    cidrs, _ = node_pod_cidrs(node)
+    for obj in pools:
+        try:
+            spec = PoolSpec.from_resource(obj)
+            nets = spec.networks
+        except (PoolSpecError, InvalidCIDRError):
+            continue
+        if spec.overlay_fallback and any(c.version == n.version and c.subnet_of(n)  # type: ignore[arg-type]
+                                         for c in cidrs for n in nets):
+            return True
+    return False
+
+
+def node_projection(node: Mapping[str, Any]) -> tuple[object, ...]:
+    """What of a Node the overlay depends on (podCIDRs, InternalIPs, transport): a watch event that does
+    not change it (status heartbeats, labels) need not trigger a sync."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    addrs = (node.get("status") or {}).get("addresses") or []
+    ips = tuple(str(a.get("address")) for a in addrs
+                if isinstance(a, Mapping) and a.get("type") == "InternalIP")
+    return (tuple(spec.get("podCIDRs") or ()), spec.get("podCIDR"), ips,
+            (meta.get("annotations") or {}).get(TRANSPORT_ANNOTATION))

@@ -11,14 +11,25 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from routectl.agent.overlay import Device, Fdb, Neigh, Op, OverlayState, Route, diff
+from routectl.agent.overlay import (
+    Device,
+    Fdb,
+    Neigh,
+    Op,
+    OverlaySettings,
+    OverlayState,
+    Route,
+    compute_overlay,
+    diff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +186,17 @@ class VxlanSyncer:
                 self.report(f"overlay not fully applied: {message}")
             except Exception:  # reporting must never break the sync
                 log.exception("could not report overlay error")
+
+
+@dataclass
+class OverlaySync:
+    """The agent's overlay step: desired state from every Node, the underlay MTU, applied by `syncer`."""
+
+    settings: OverlaySettings
+    syncer: VxlanSyncer
+    underlay_mtu: Callable[[], int | None] = lambda: None
+
+    def sync(self, node_name: str, nodes: Iterable[Mapping[str, Any]]) -> OverlayResult:
+        """Compute this node's overlay from `nodes` and apply it."""
+        desired = compute_overlay(node_name, nodes, self.settings, underlay_mtu=self.underlay_mtu())
+        return self.syncer.sync(desired)
