@@ -147,3 +147,20 @@ def test_five_thousand_nodes_one_fifth_overlay() -> None:
     st = compute_overlay("n1", nodes, S)
     assert len(st.routes) == len(st.fdb) == len(st.neighs) == 1000
     assert len(compute_overlay("n0", nodes, S).routes) == 4999
+
+
+def test_pods_mtu_leaves_room_for_vxlan_when_the_pool_may_fall_back() -> None:
+    from routectl.agent.overlay import overlay_fallback_for
+
+    def pool(fallback: str | None) -> dict:
+        spec: dict = {"cidrs": ["10.244.0.0/16"]}
+        if fallback:
+            spec["routeLimitFallback"] = fallback
+        return {"kind": "PodCIDRPool", "metadata": {"name": "p"}, "spec": spec}
+
+    other = {"kind": "PodCIDRPool", "metadata": {"name": "o"},
+             "spec": {"cidrs": ["10.99.0.0/16"], "routeLimitFallback": "Overlay"}}
+    assert overlay_fallback_for(A, [pool("Overlay")])
+    assert not overlay_fallback_for(A, [pool(None)])
+    assert not overlay_fallback_for(A, [pool("None"), other])  # another pool's switch is not ours
+    assert overlay_fallback_for(C, [pool(None)])  # already on the overlay (annotation): always
