@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
 from routectl.constants import REASON_ROUTE_CREATED
-from routectl.routes.model import NodeRouteStatus
+from routectl.routes.model import LimitWarning, NodeRouteStatus
 
 REASON_ROUTE_OVERLAY = "RouteOverlay"
 EVENT_ROUTE_OVERLAY = "RouteOverlay"  # the node moved to the overlay
@@ -44,8 +44,16 @@ class TransportDecision:
         return self.event is not None
 
 
-def decide(status: NodeRouteStatus, fallback: bool, on_overlay: bool) -> TransportDecision:
-    """The node's transport given the route verdict, the pool's switch and the current annotation."""
+def reached_for(status: NodeRouteStatus, warnings: Iterable[LimitWarning]) -> LimitWarning | None:
+    """The "reached" warning behind a RouteLimitReached verdict (the reconciler gives the node that
+    warning's message), so the overlay message can name the table and its limit."""
+    return next((w for w in warnings if w.kind == "reached" and w.message == status.message), None)
+
+
+def decide(status: NodeRouteStatus, fallback: bool, on_overlay: bool,
+           warning: LimitWarning | None = None) -> TransportDecision:
+    """The node's transport given the route verdict, the pool's switch and the current annotation;
+    `warning` (see reached_for) names the full table and its limit in the condition message."""
     if status.ok and status.reason == REASON_ROUTE_CREATED:
         if on_overlay:
             return TransportDecision(False, status, (EVENT_ROUTE_RESTORED,
@@ -56,7 +64,11 @@ def decide(status: NodeRouteStatus, fallback: bool, on_overlay: bool) -> Transpo
                                  "pool has routeLimitFallback: None; node taken off the VXLAN overlay")
                                  if on_overlay else None)
     if status.reason == REASON_ROUTE_LIMIT or on_overlay:
-        why = status.message or "route limit reached"
+        if warning is not None:
+            why = (f"{warning.provider} route table {warning.table} is at its limit of {warning.limit} "
+                   f"routes ({warning.used} used)").lstrip()
+        else:
+            why = status.message or "route limit reached"
         message = f"pod traffic goes over the VXLAN overlay: {why}. {FIREWALL_NOTE}."
         overlay_status = NodeRouteStatus(True, REASON_ROUTE_OVERLAY, message)
         if on_overlay:

@@ -54,6 +54,17 @@ def test_switch_back_to_none_takes_nodes_off_the_overlay() -> None:
     assert not d.overlay and d.status is LIMIT and d.event is not None
 
 
+def test_message_names_the_table_and_its_limit() -> None:
+    from routectl.routes.fallback import reached_for
+    from routectl.routes.model import LimitWarning
+
+    w = LimitWarning("reached", "rtb-1", 50, 50, LIMIT.message, 1, "aws", "L-93826ACB", 51)
+    other = LimitWarning("reached", "rtb-2", 50, 50, "other", 1, "aws", "L-93826ACB", 51)
+    assert reached_for(LIMIT, [other, w]) is w
+    d = decide(LIMIT, True, False, reached_for(LIMIT, [other, w]))
+    assert "aws route table rtb-1 is at its limit of 50 routes" in d.status.message
+
+
 def test_counts_and_advice() -> None:
     ds = [decide(CREATED, True, False), decide(LIMIT, True, False), decide(LIMIT, True, True),
           decide(PENDING, True, False)]
