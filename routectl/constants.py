@@ -12,6 +12,8 @@ POOL_SHORT_NAMES = ("pcp",)
 POOL_FINALIZER = f"{GROUP}/in-use"
 # Field manager / component name used for writes and Events.
 COMPONENT = "routectl"
+# The only namespace the API accepts Events about cluster-scoped objects (Nodes, PodCIDRPools) in.
+CLUSTER_EVENT_NAMESPACE = "default"
 # Marker put in cloud route descriptions (GCE) so ownership never rests on the name alone.
 ROUTE_DESCRIPTION_MARKER = "k8s-node-route by routectl"
 

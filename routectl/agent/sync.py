@@ -19,6 +19,7 @@ from routectl.ipam.errors import InvalidCIDRError, PoolSpecError
 from routectl.ipam.model import PoolSpec
 from routectl.ipam.netutil import parse_cidr
 from routectl.ipam.validate import non_masquerade_problem
+from routectl.routes.model import node_pod_cidrs as pod_cidr_texts
 
 if TYPE_CHECKING:
     from routectl.agent.cnisync import CniResult
@@ -44,8 +45,7 @@ class Desired:
 
 def node_pod_cidrs(node: Mapping[str, Any]) -> tuple[tuple[IPNetwork, ...], list[str]]:
     """The Node's pod CIDRs (spec.podCIDRs, else spec.podCIDR) and errors for unparsable ones."""
-    spec = node.get("spec") or {}
-    raw = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    raw = list(pod_cidr_texts(node))
     cidrs: list[IPNetwork] = []
     errors = []
     for text in raw:

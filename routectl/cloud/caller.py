@@ -8,11 +8,15 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from routectl.cloud.base import CallCounter
+from routectl.cloud.base import CallCounter, CloudError
 from routectl.cloud.ratelimit import TokenBucket
 from routectl.cloud.retry import call_with_retry
 
 T = TypeVar("T")
+
+
+class FencedError(CloudError):
+    """A mutating cloud call was refused before it was sent: this replica is not the leader any more."""
 
 
 class CloudCaller:
@@ -32,12 +36,17 @@ class CloudCaller:
         self.initial = initial
         self.maximum = maximum
         self._sem = threading.BoundedSemaphore(concurrency)
+        # True once leadership is lost: checked immediately before every mutating attempt (also retries),
+        # so a sync already running in its thread stops changing the cloud at its next call.
+        self.fence: Callable[[], bool] | None = None
 
     def __call__(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
         """Run `fn` (one cloud call named `op`, e.g. "ec2:CreateRoute") with retries; returns its result."""
         def attempt() -> T:
             if mutating:
-                self.bucket.acquire()
+                self.bucket.acquire()  # may wait: the fence is checked after it
+                if self.fence is not None and self.fence():
+                    raise FencedError(f"{op} refused: not the leader any more")
             self.calls.record(op)
             with self._sem:
                 try:

@@ -33,6 +33,7 @@ from routectl.cloud.base import (
     RouteDriver,
     RouteLimitError,
 )
+from routectl.cloud.caller import FencedError
 from routectl.cloud.limits import fit_creates, ways_out
 from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT, REASON_ROUTE_CREATED
 from routectl.routes.diff import Key, diff_routes, route_key
@@ -46,6 +47,7 @@ from routectl.routes.model import (
     TableCapacity,
     canonical_cidr,
     inside_any,
+    is_cidr,
     parse_pools,
 )
 
@@ -126,8 +128,17 @@ class RouteReconciler:
         self._node_keys: dict[str, tuple[set[Key], str | None]] = {}
         self._view_dirty = False
         self._pool: ThreadPoolExecutor | None = None
+        self._fence: Callable[[], bool] = lambda: False
 
     # ----- public API -----
+    def set_fence(self, fenced: Callable[[], bool]) -> None:
+        """Refuse every cloud mutation once `fenced()` is true (leadership lost), checked right before
+        each call the driver makes, so a sync already running stops at its next mutation."""
+        self._fence = fenced
+        caller = getattr(self.driver, "caller", None)
+        if caller is not None:
+            caller.fence = fenced
+
     def plan(self, nodes: Sequence[NodeRoutes]) -> RoutePlan:
         """Read-only plan: one list per table, resolve next hops (no prerequisite fixing), diff, limit fit."""
         with self._lock:
@@ -388,6 +399,8 @@ class RouteReconciler:
 
         def one(a: RouteAction) -> None:
             try:
+                if self._fence():
+                    raise FencedError(f"{a.kind} {a.destination} refused: not the leader any more")
                 if a.kind == "delete":
                     assert a.route is not None
                     self.driver.delete(a.route)
@@ -481,9 +494,4 @@ class RouteReconciler:
                           _calls_delta(before, self.driver.calls.snapshot()), programmed)
 
 
-def _valid(cidr: str) -> bool:
-    try:
-        canonical_cidr(cidr)
-        return True
-    except ValueError:
-        return False
+_valid = is_cidr

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from routectl.constants import CLUSTER_EVENT_NAMESPACE
+
 PROVIDERS = ("gce", "aws")
 
 # Field name -> environment variable. Every field can be set either way (README documents the list).
@@ -77,8 +79,9 @@ class Config:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     identity: str = field(default_factory=_default_identity)
-    # Namespace where Events about cluster-scoped objects (Nodes, Pools) are written, as kube does.
-    event_namespace: str = "default"
+    # Namespace where Events about cluster-scoped objects (Nodes, Pools) are written: the API accepts
+    # only "default" for those (kept as a setting so that a wrong value is refused at start-up).
+    event_namespace: str = CLUSTER_EVENT_NAMESPACE
 
     def validate(self) -> Config:
         """Return self, or raise ValueError naming every bad setting at once."""
@@ -97,6 +100,11 @@ class Config:
             problems.append("cloud rate must be > 0, burst and concurrency >= 1")
         if not (0 < self.retry_period < self.renew_deadline < self.lease_duration):
             problems.append("leader election needs 0 < retry period < renew deadline < lease duration")
+        if self.event_namespace != CLUSTER_EVENT_NAMESPACE:
+            problems.append(
+                f"event namespace must be {CLUSTER_EVENT_NAMESPACE!r}, not {self.event_namespace!r}: "
+                "every Event routectl posts is about a cluster-scoped object (Node, PodCIDRPool), and the "
+                f"API accepts those only in namespace {CLUSTER_EVENT_NAMESPACE!r}")
         if ":" not in self.health_address:
             problems.append(f"health address must be HOST:PORT, not {self.health_address!r}")
         if problems:

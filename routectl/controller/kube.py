@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import ssl
 import time
@@ -21,6 +22,7 @@ import aiohttp
 
 from routectl.constants import (
     API_VERSION,
+    CLUSTER_EVENT_NAMESPACE,
     COMPONENT,
     CONDITION_NETWORK_UNAVAILABLE,
     GROUP,
@@ -30,6 +32,7 @@ from routectl.constants import (
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+log = logging.getLogger(__name__)
 STRATEGIC = "application/strategic-merge-patch+json"
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -251,13 +254,17 @@ class EventRecorder:
     """
 
     def __init__(self, client: KubeClient, namespace: str = "default", dedupe_seconds: float = 600.0,
-                 instance: str = "") -> None:
+                 instance: str = "", log_every: float = 60.0) -> None:
         self.client = client
+        self.log_every = log_every
         self.namespace = namespace
         self.dedupe_seconds = dedupe_seconds
         self.instance = instance
         self._sent: dict[tuple[str, str, str], float] = {}
         self.posted = 0
+        self.failed = 0  # posts the API refused or that did not reach it (logged, rate-limited)
+        self._failed_logged = -1e9
+        self._failed_unlogged = 0
 
     async def post(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """Post one Event about `obj` (a body or {kind, name, uid, apiVersion}); never raises."""
@@ -273,10 +280,12 @@ class EventRecorder:
         if len(self._sent) > 10000:
             self._sent = {k: t for k, t in self._sent.items() if now - t < self.dedupe_seconds}
         stamp = now_rfc3339()
+        # a namespaced object's Event lives in its namespace; a cluster-scoped one's only in "default"
+        namespace = meta.get("namespace") or obj.get("namespace") or CLUSTER_EVENT_NAMESPACE
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": self.namespace},
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
             "involvedObject": {
                 "kind": kind, "name": name, "uid": uid,
                 "apiVersion": obj.get("apiVersion") or ("v1" if kind == "Node" else API_VERSION),
@@ -292,7 +301,16 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            await self.client.request("POST", f"/api/v1/namespaces/{self.namespace}/events", event)
+            await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
             self.posted += 1
-        except ApiError:
-            pass  # Events are best effort, as in client-go's recorder.
+        except ApiError as exc:  # best effort, as in client-go's recorder, but never silent
+            self.failed += 1
+            if exc.reason == "Fenced":
+                return  # not the leader any more: said once by the fence itself
+            if now - self._failed_logged >= self.log_every:
+                more = f" ({self._failed_unlogged} more failed since the last report)" \
+                    if self._failed_unlogged else ""
+                log.warning("posting Event %s about %s %s failed: %s%s", reason, kind, name, exc, more)
+                self._failed_logged, self._failed_unlogged = now, 0
+            else:
+                self._failed_unlogged += 1

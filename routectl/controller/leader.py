@@ -3,10 +3,10 @@
 Semantics follow client-go's leaderelection:
 - a candidate takes the Lease when it is absent, released (empty holder) or expired; every write carries
   a JSON-patch `test` of metadata.resourceVersion, so of two racing candidates exactly one wins;
-- "expired" means the record (holder, renewTime) has not changed for leaseDurationSeconds as timed by
-  this candidate's own monotonic clock since it first saw it (immune to clock skew), or the holder's
-  renewTime is older than leaseDurationSeconds by the wall clock (lets a restarted controller take over
-  promptly; assumes node clocks agree to well within the lease duration, as NTP gives);
+- "expired" means the record (holder, renewTime, ...) has not changed for leaseDurationSeconds as timed by
+  this candidate's own monotonic clock since it last saw it change (client-go's rule). The holder's
+  renewTime is never compared with our wall clock: a skewed clock must not let a standby take over early
+  (a restarted controller therefore waits one lease duration, unless the Lease was released);
 - the leader renews every retry period and gives up leadership when it could not renew for the renew
   deadline, which is shorter than the lease duration: it stops acting before anyone else may start;
 - on a clean shutdown the leader releases the Lease (empty holder) so a successor starts at once.
@@ -17,7 +17,6 @@ and is restarted, as with kube-controller-manager).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import math
 import time
@@ -29,16 +28,6 @@ from routectl.controller.kube import JSON_PATCH, ApiError, KubeClient, now_micro
 log = logging.getLogger(__name__)
 
 ACQUIRED, HELD_BY_OTHER, FAILED = "acquired", "held-by-other", "failed"
-
-
-def _parse_time(value: str | None) -> float | None:
-    """RFC 3339 (micro)time → epoch seconds, None when absent or unparsable."""
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _test_rv(obj: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +51,7 @@ class LeaderElector:
         self.on_change = on_change
         self.is_leader = False
         self.transitions = 0
-        self._observed: tuple[str, str] | None = None
+        self._observed: tuple[str, ...] | None = None
         self._observed_at = 0.0
         self._last_renew = 0.0
 
@@ -92,15 +81,13 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         if not holder:
             return True
-        record = (holder, str(spec.get("renewTime")))
+        record = (holder, str(spec.get("renewTime")), str(spec.get("acquireTime")),
+                  str(spec.get("leaseTransitions")), str(spec.get("leaseDurationSeconds")))
         now = time.monotonic()
         if record != self._observed:
             self._observed, self._observed_at = record, now
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
-        if now - self._observed_at >= duration:
-            return True
-        renewed = _parse_time(spec.get("renewTime"))
-        return renewed is not None and time.time() - renewed >= duration
+        return now - self._observed_at >= duration
 
     async def try_acquire_or_renew(self) -> str:
         """One attempt: ACQUIRED (we hold it now), HELD_BY_OTHER, or FAILED (API error, lost race)."""

@@ -60,9 +60,11 @@ def make_login(kubeconfig: str | None) -> Callable[..., Any]:
 class HealthServer:
     """/healthz (the process and its loop answer), /readyz (leader and synced), /metrics (Prometheus)."""
 
-    def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int) -> None:
+    def __init__(self, metrics: Metrics, ready: Callable[[], bool], host: str, port: int,
+                 healthy: Callable[[], bool] = lambda: True) -> None:
         self.metrics = metrics
         self.ready = ready
+        self.healthy = healthy  # False once a background loop is dead: the kubelet restarts the pod
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
 
@@ -88,6 +90,8 @@ class HealthServer:
             self._runner = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        if not self.healthy():
+            return web.Response(text="a background loop is dead (see the log)\n", status=500)
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
@@ -140,7 +144,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                             lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
                             retry_period=config.retry_period, on_change=on_change)
     server = HealthServer(metrics, lambda: elector.is_leader and controller.ready,
-                          config.health_host, config.health_port)
+                          config.health_host, config.health_port, healthy=lambda: controller.healthy)
     if health:
         port = await server.start()
         controller.health_port = port

@@ -14,8 +14,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
 from routectl.constants import (
@@ -30,6 +30,7 @@ from routectl.constants import (
     POOL_KIND,
 )
 from routectl.controller import kube
+from routectl.controller.allocation import AllocationBook, canon, newer
 from routectl.controller.config import Config
 from routectl.controller.kube import ApiError, EventRecorder, KubeClient
 from routectl.controller.metrics import Metrics
@@ -48,11 +49,14 @@ from routectl.controller.state import (
 from routectl.ipam.allocator import Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import CIDRExhaustedError, IPAMError, NoMatchingPoolError
 from routectl.ipam.model import PoolSpec, route_scope
-from routectl.routes.model import NodeRoutes, NodeRouteStatus, canonical_or_raw
+from routectl.routes.model import LimitWarning, NodeRoutes, NodeRouteStatus, TableCapacity
+
+if TYPE_CHECKING:
+    from routectl.cloud.reconcile import RouteReconciler, SyncResult
 
 REASON_CLOUD_ERROR = "CloudError"
 # (cluster CIDRs, route-limit warning percent) -> a RouteReconciler over the configured cloud driver.
-RoutesFactory = Callable[[list[str], int], Any]
+RoutesFactory = Callable[[list[str], int], "RouteReconciler"]
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +64,6 @@ log = logging.getLogger(__name__)
 TERMINATING_LABEL = "routectl.io/pool-terminating"
 # Placeholder holders in the allocator for blocks still routed in the cloud to a node that is gone.
 STALE_PREFIX = "route:"
-
-
-def _canon(cidrs: Iterable[str]) -> tuple[str, ...]:
-    """Canonical CIDR texts (unparsable ones kept as written)."""
-    return tuple(canonical_or_raw(c) for c in cidrs)
-
-
-def _newer(rv: str, than: str) -> bool:
-    """True when resourceVersion `rv` is later than `than` (etcd revisions are integers; else: differs)."""
-    if rv.isdigit() and than.isdigit():
-        return int(rv) > int(than)
-    return rv != than
 
 
 
@@ -84,12 +76,12 @@ class Controller:
         self.client = client
         # The route reconciler needs the cluster CIDRs (the pools'), so it is built once pools are known.
         self.routes_factory = routes_factory
-        self.routes: Any = None
+        self.routes: RouteReconciler | None = None
         self.cluster_cidrs: tuple[str, ...] = ()
         self.warn_percent = DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
         self.metrics = metrics or Metrics()
         self.events = EventRecorder(client, config.event_namespace, instance=config.identity)
-        self.allocator = Allocator()
+        self.book = AllocationBook()  # the allocator and the memory of the podCIDRs we wrote
         self.lock = asyncio.Lock()  # serialises every allocator mutation
         self._ready = asyncio.Event()
         self._ready_lock = asyncio.Lock()
@@ -100,24 +92,25 @@ class Controller:
         self.pool_problems: dict[str, list[str]] = {}
         self.exhausted: dict[str, dict[str, str]] = {}  # pool -> {node waiting for a block: why}
         self.gone: dict[str, NodeView] = {}  # deleted nodes whose routes are not confirmed deleted yet
-        self.tables: list[Any] = []
-        self.warnings: list[Any] = []
+        self.tables: list[TableCapacity] = []
+        self.warnings: list[LimitWarning] = []
         self._written: dict[str, tuple[NetworkState, str]] = {}
         self._pool_written: dict[str, dict[str, Any]] = {}
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._batch: dict[str, tuple[NodeRoutes, list[asyncio.Future[Any]]]] = {}
+        self._batch: dict[str, tuple[NodeRoutes, list[asyncio.Future[NodeRouteStatus]]]] = {}
         self._batch_wakeup = asyncio.Event()
         self.stale_placeholders: set[str] = set()
         self._configured: tuple[Any, ...] | None = None
         self._node_locks: dict[str, asyncio.Lock] = {}
-        self._cidrs_written: dict[str, tuple[str, ...]] = {}  # podCIDRs we wrote (the watch may lag)
         self.resyncs = 0
         self._room_pending = False  # routes were freed while nodes wait for room: resync soon
         self._room_task: asyncio.Task[None] | None = None
         self.fenced = False  # set when leadership is lost: no podCIDR write, no cloud mutation after it
         self.handled = 0  # node events handled (tests and the simulator wait on it)
         self.health_port: int | None = None
+        self.loop_crashes = 0  # background loop failures (each restarted, with the error logged)
+        self.dead_loops: set[str] = set()  # loops that kept failing: /healthz turns red
 
     # ------------------------------------------------------------------------------------ views
     @staticmethod
@@ -139,6 +132,11 @@ class Controller:
         return {v.name: v for v in self._views(self._pool_index)}
 
     @property
+    def allocator(self) -> Allocator:
+        """The pure allocator (what is held by whom)."""
+        return self.book.allocator
+
+    @property
     def ready(self) -> bool:
         """True once the start-up rebuild and first route sync are done."""
         return self._ready.is_set()
@@ -156,13 +154,13 @@ class Controller:
             await self._configure_pools(post_events=True)
             nodes = self.node_views()
             async with self.lock:
-                findings = self.allocator.rebuild(
+                findings = self.book.rebuild(
                     NodeCIDRs(v.name, v.pod_cidrs, v.labels) for v in nodes.values() if v.pod_cidrs)
             self._record_findings({v.name for v in nodes.values()}, findings)
             for f in findings:
                 if f.node in nodes:
                     await self._event_node(nodes[f.node], "Warning", EVENT_CIDR_CONFLICT, f.message)
-            self._tasks.append(asyncio.create_task(self._ensure_loop(), name="routectl-route-batches"))
+            self._spawn("routectl-route-batches", self._ensure_loop)
             delay = 1.0
             while True:  # no block is handed out before stale routes are known (and deleted)
                 try:
@@ -174,19 +172,52 @@ class Controller:
                     delay = min(30.0, delay * 2)
             self._ready.set()
             self.metrics.reconcile.labels("startup").observe(time.monotonic() - started)
-            self._tasks.append(asyncio.create_task(self._resync_loop(), name="routectl-resync"))
-            self._tasks.append(asyncio.create_task(self._pool_status_loop(), name="routectl-pool-status"))
+            self._spawn("routectl-resync", self._resync_loop)
+            self._spawn("routectl-pool-status", self._pool_status_loop)
             log.info("controller ready: %d nodes, %d pools, %d blocks held", len(nodes),
                      len(self.allocator.pools), len(self.allocator.allocations()))
 
     async def close(self) -> None:
-        """Stop the background loops (the operator is stopping)."""
+        """Stop the background loops and the route reconciler's threads (the operator is stopping)."""
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        if self.routes is not None:
+            await asyncio.to_thread(self.routes.close)
+
+    @property
+    def healthy(self) -> bool:
+        """False once a background loop kept failing (then /healthz is red and the kubelet restarts us)."""
+        return not self.dead_loops
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop under supervision (see `_supervise`)."""
+        self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Restart `loop` when it dies of an unexpected error (logged); five deaths within a minute mark
+        it dead, which turns /healthz red: a loop that cannot run must not leave handlers waiting forever
+        behind a green liveness probe."""
+        crashes: list[float] = []
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                now = time.monotonic()
+                crashes = [t for t in crashes if now - t < 60.0] + [now]
+                self.loop_crashes += 1
+                if len(crashes) >= 5:
+                    log.critical("background loop %s keeps failing: reporting unhealthy", name, exc_info=True)
+                    self.dead_loops.add(name)
+                    return
+                log.exception("background loop %s died; restarting it", name)
+                await asyncio.sleep(0.05 * 2 ** len(crashes))
 
     # ------------------------------------------------------------------------------------- pools
     async def _configure_pools(self, post_events: bool = False) -> None:
@@ -222,7 +253,9 @@ class Controller:
         if not cidrs or (self.routes is not None and unchanged):
             return
         if self.routes is None:
-            self.routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
+            routes = await asyncio.to_thread(self.routes_factory, list(cidrs), warn)
+            routes.set_fence(lambda: self.fenced)  # checked before every cloud mutation, in any thread
+            self.routes = routes
         else:  # in a thread: it waits for the reconciler's lock, which a running sync holds
             await asyncio.to_thread(self.routes.set_cluster_cidrs, list(cidrs), warn)
         self.cluster_cidrs, self.warn_percent = cidrs, warn
@@ -282,13 +315,13 @@ class Controller:
     async def _reconcile_node(self, view: NodeView) -> None:
         if view.deleting:
             return  # pods may still run there; the route and block go when the Node object is gone
-        cidrs = view.pod_cidrs or self._cidrs_written.get(view.name, ())
+        cidrs = self.book.cidrs_of(view.name, view.pod_cidrs)
         if not cidrs:
             assigned = await self._assign(view)
             if assigned is None:
                 return
             view, cidrs = assigned
-        else:
+        elif view.pod_cidrs:  # an empty view of a node we wrote is stale: it changes nothing
             await self._occupy(view)
         problem = self._cidr_problem(view.name)
         if problem is not None:
@@ -296,13 +329,13 @@ class Controller:
             return
         if self.routes is None:
             return  # no pool, no cluster CIDR: nothing of ours to route
-        status = await self._ensure_routes(NodeRoutes(view.name, view.uid, view.provider_id, _canon(cidrs)))
+        status = await self._ensure_routes(NodeRoutes(view.name, view.uid, view.provider_id, canon(cidrs)))
         await self._apply_route_status(view, status)
         self._dirty.set()
 
-    async def _ensure_routes(self, node: NodeRoutes) -> Any:
+    async def _ensure_routes(self, node: NodeRoutes) -> NodeRouteStatus:
         """Queue one node for the next route batch and wait for its status (events arrive in bursts)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[NodeRouteStatus] = asyncio.get_running_loop().create_future()
         _, futures = self._batch.get(node.name, (node, []))
         self._batch[node.name] = (node, [*futures, fut])
         self._batch_wakeup.set()
@@ -317,31 +350,44 @@ class Controller:
             batch, self._batch = self._batch, {}
             if not batch:
                 continue
-            started = time.monotonic()
-            if self.fenced:
-                for _, futures in batch.values():
-                    for f in futures:
-                        if not f.done():
-                            f.set_result(NodeRouteStatus(False, "Fenced", "not the leader any more"))
-                continue
             try:
-                result = await asyncio.to_thread(self.routes.ensure, [n for n, _ in batch.values()])
-            except Exception as exc:
-                log.warning("route ensure failed for %d node(s): %s", len(batch), exc)
+                await self._route_batch(batch)
+            finally:  # whatever went wrong, no handler waits forever for this batch
                 for _, futures in batch.values():
                     for f in futures:
                         if not f.done():
-                            f.set_result(NodeRouteStatus(False, REASON_CLOUD_ERROR, str(exc)))
-                continue
-            await self._post_limit_events(self._take_capacity(result, full=False))
-            for name, (_, futures) in batch.items():
-                status = result.nodes.get(name) or NodeRouteStatus(False, "RoutePending", "not routed yet")
+                            f.set_result(NodeRouteStatus(False, "RoutePending",
+                                                         "route batch failed; the next resync retries"))
+
+    async def _route_batch(self, batch: dict[str, tuple[NodeRoutes, list[asyncio.Future[NodeRouteStatus]]]]
+                           ) -> None:
+        """Ensure one batch of nodes' routes and resolve their futures with each node's status."""
+        started = time.monotonic()
+        if self.fenced or self.routes is None:
+            for _, futures in batch.values():
                 for f in futures:
                     if not f.done():
-                        f.set_result(status)
-            self.metrics.reconcile.labels("routes").observe(time.monotonic() - started)
+                        f.set_result(NodeRouteStatus(False, "Fenced", "not the leader any more"))
+            return
+        try:
+            result = await asyncio.to_thread(self.routes.ensure, [n for n, _ in batch.values()])
+        except Exception as exc:
+            log.warning("route ensure failed for %d node(s): %s", len(batch), exc)
+            for _, futures in batch.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_result(NodeRouteStatus(False, REASON_CLOUD_ERROR, str(exc)))
+            return
+        new_warnings = self._take_capacity(result, full=False)
+        for name, (_, futures) in batch.items():
+            status = result.nodes.get(name) or NodeRouteStatus(False, "RoutePending", "not routed yet")
+            for f in futures:
+                if not f.done():
+                    f.set_result(status)
+        self.metrics.reconcile.labels("routes").observe(time.monotonic() - started)
+        await self._post_limit_events(new_warnings)
 
-    def _take_capacity(self, result: Any, full: bool) -> list[Any]:
+    def _take_capacity(self, result: SyncResult, full: bool) -> list[LimitWarning]:
         """Remember table fill and limit warnings from a route result (a full sync replaces warnings);
         return the warnings not known before."""
         known = {(w.kind, w.table, w.message) for w in self.warnings}
@@ -352,7 +398,7 @@ class Controller:
         self.warnings = merge_warnings(self.warnings, list(result.warnings), full)
         return [w for w in result.warnings if (w.kind, w.table, w.message) not in known]
 
-    async def _post_limit_events(self, warnings: list[Any]) -> None:
+    async def _post_limit_events(self, warnings: list[LimitWarning]) -> None:
         """A Warning Event on every pool for each new route-limit warning (nearing or reached)."""
         for w in warnings:
             reason = EVENT_ROUTE_LIMIT_REACHED if w.kind == "reached" else EVENT_ROUTE_LIMIT_NEARING
@@ -362,10 +408,9 @@ class Controller:
     async def _occupy(self, view: NodeView) -> None:
         """Record a podCIDR set by anyone (us before a restart, or another tool); report conflicts."""
         async with self.lock:
-            held = self.allocator.allocation_of(view.name)
-            if held is not None and _canon(held.cidrs) == _canon(view.pod_cidrs):
-                return
-            findings = self.allocator.occupy(view.name, view.pod_cidrs)
+            findings = self.book.observe(view.name, view.pod_cidrs, view.resource_version)
+        if findings is None:
+            return  # nothing new (or older than what we wrote)
         self._not_waiting(view.name)
         self.findings[view.name] = findings
         for f in findings:
@@ -384,11 +429,15 @@ class Controller:
         self.findings = {n: fs for n, fs in by_node.items() if fs}
 
     async def _assign(self, view: NodeView) -> tuple[NodeView, tuple[str, ...]] | None:
-        """Allocate a block and write it with a resourceVersion precondition; never overwrite one."""
+        """Allocate a block and write it with a resourceVersion precondition; never overwrite one.
+
+        The block stays held unless the API said for certain that the node does not carry it (404, or
+        a refusal of the value itself): a failed write may still have landed (a timeout, a 5xx after the
+        commit), and a block freed on a guess is a block handed out twice."""
         refusal: tuple[str, str] | None = None
         async with self.lock:
             try:
-                alloc = self.allocator.allocate(view.name, view.labels)
+                alloc = self.book.allocate(view.name, view.labels)
             except NoMatchingPoolError as exc:
                 refusal = ("Normal", str(exc))
             except CIDRExhaustedError as exc:
@@ -402,54 +451,65 @@ class Controller:
             return None
         rv = view.resource_version
         for _attempt in range(8):
-            if self.fenced:  # lost the Lease while allocating: another replica may hand this block out
-                async with self.lock:
-                    self.allocator.release(view.name)
+            async with self.lock:
+                if self.fenced:  # lost the Lease while allocating: another replica may hand this block out
+                    self.book.release(view.name)
+                    return None
+                bug = self.book.claim_problem(alloc)
+            if bug is not None:
+                log.error("BUG: refusing to write podCIDR of node %s: %s (please report)", view.name, bug)
+                self.metrics.node_writes.labels("refused-claim").inc()
                 return None
             try:
                 body = await kube.set_node_pod_cidrs(self.client, view.name, rv, alloc.cidrs)
             except ApiError as exc:
                 if exc.status == 404:
                     async with self.lock:
-                        self.allocator.release(view.name)
-                    return None
-                if not exc.conflict:
-                    async with self.lock:
-                        self.allocator.release(view.name)
-                    log.warning("writing podCIDR of node %s failed: %s", view.name, exc)
+                        self.book.release(view.name)
                     return None
                 try:
                     fresh = NodeView.from_body(await self.client.get(f"/api/v1/nodes/{view.name}"))
-                except ApiError:
-                    async with self.lock:
-                        self.allocator.release(view.name)
+                except ApiError as exc2:
+                    if exc2.status == 404:
+                        async with self.lock:
+                            self.book.release(view.name)
+                    else:  # unknown whether the write landed: keep the block, a later pass retries
+                        log.warning("writing podCIDR of node %s failed (block kept): %s", view.name, exc)
                     return None
-                if fresh.pod_cidrs:  # set meanwhile by someone else: theirs is the truth
-                    await self._occupy(fresh)
+                if fresh.pod_cidrs:  # set meanwhile (by us, the write landed, or by someone else)
+                    if canon(fresh.pod_cidrs) == canon(alloc.cidrs):
+                        body = await self.client.get(f"/api/v1/nodes/{view.name}")
+                        break
+                    await self._occupy(fresh)  # theirs is the truth
                     return fresh, fresh.pod_cidrs
                 if exc.status == 422 and fresh.resource_version == rv:
                     # not a lost race (the node is unchanged): the API refused the value itself
                     async with self.lock:
-                        self.allocator.release(view.name)
+                        self.book.release(view.name)
                     log.warning("the API refused podCIDR %s for node %s: %s", alloc.cidrs, view.name, exc)
                     await self._event_node(view, "Warning", EVENT_CIDR_NOT_AVAILABLE,
                                            f"the API refused podCIDR {', '.join(alloc.cidrs)}: {exc.message}")
                     self._dirty.set()
                     return None
+                if not exc.conflict:
+                    log.warning("writing podCIDR of node %s failed, retrying: %s", view.name, exc)
+                    await asyncio.sleep(0.2)
                 rv = fresh.resource_version
                 continue
-            self.metrics.node_writes.labels("podCIDR").inc()
-            self._not_waiting(view.name)
-            self._cidrs_written[view.name] = alloc.cidrs
-            self.metrics.allocations.labels(alloc.pool or "-").inc()
-            self._dirty.set()
-            new_view = NodeView.from_body(body)
-            await self._event_node(new_view, "Normal", EVENT_CIDR_ASSIGNED,
-                                   f"assigned {', '.join(alloc.cidrs)} from pool {alloc.pool}")
-            return new_view, alloc.cidrs
+            break
+        else:
+            return None  # still not written: the block stays held, a later pass retries
+        self.metrics.node_writes.labels("podCIDR").inc()
+        self._not_waiting(view.name)
         async with self.lock:
-            self.allocator.release(view.name)
-        return None
+            self.book.wrote(view.name, alloc.cidrs,
+                            str((body.get("metadata") or {}).get("resourceVersion", "")))
+        self.metrics.allocations.labels(alloc.pool or "-").inc()
+        self._dirty.set()
+        new_view = NodeView.from_body(body)
+        await self._event_node(new_view, "Normal", EVENT_CIDR_ASSIGNED,
+                               f"assigned {', '.join(alloc.cidrs)} from pool {alloc.pool}")
+        return new_view, alloc.cidrs
 
     def _not_waiting(self, node: str) -> None:
         for waiting in self.exhausted.values():
@@ -457,7 +517,8 @@ class Controller:
 
     async def _serve_waiting(self) -> None:
         """Retry nodes without a podCIDR (after a pool change or a release made room), concurrently."""
-        waiting = [v for v in self.node_views().values() if not v.pod_cidrs and not v.deleting]
+        waiting = [v for v in self.node_views().values()
+                   if not v.deleting and not self.book.cidrs_of(v.name, v.pod_cidrs)]
         if waiting:
             await asyncio.gather(*(self.reconcile_node(v) for v in waiting), return_exceptions=True)
 
@@ -487,7 +548,7 @@ class Controller:
                 return released_any
             if self.routes is not None:
                 try:
-                    result = await asyncio.to_thread(self.routes.remove, name, _canon(view.pod_cidrs),
+                    result = await asyncio.to_thread(self.routes.remove, name, canon(view.pod_cidrs),
                                                      uid=view.uid or None, provider_id=view.provider_id)
                     await self._post_limit_events(self._take_capacity(result, full=False))
                     status = result.nodes.get(name)
@@ -497,10 +558,9 @@ class Controller:
                     log.warning("deleting routes of gone node %s failed (block kept): %s", name, exc)
                     continue
             async with self.lock:
-                released = self.allocator.release(name)
+                released = self.book.release(name)
             self.gone.pop(name, None)
             self._not_waiting(name)
-            self._cidrs_written.pop(name, None)
             self._node_locks.pop(name, None)
             self.route_status.pop(name, None)
             self.findings.pop(name, None)
@@ -548,7 +608,7 @@ class Controller:
         if self.routes is None:
             await self._remove_gone()
             return
-        nodes = [NodeRoutes(v.name, v.uid, v.provider_id, _canon(v.pod_cidrs))
+        nodes = [NodeRoutes(v.name, v.uid, v.provider_id, canon(v.pod_cidrs))
                  for v in live.values() if v.pod_cidrs and self._cidr_problem(v.name) is None]
         if self.fenced:
             return
@@ -572,9 +632,9 @@ class Controller:
         self._dirty.set()
         self.metrics.reconcile.labels("resync").observe(time.monotonic() - started)
 
-    async def _hold_stale_blocks(self, result: Any) -> None:
+    async def _hold_stale_blocks(self, result: SyncResult) -> None:
         """Keep blocks whose stale route could not be deleted occupied, so they are not handed out again."""
-        failed = {_canon([a.destination])[0] for a, _ in result.failed if a.kind == "delete"}
+        failed = {canon([a.destination])[0] for a, _ in result.failed if a.kind == "delete"}
         occupy, release = stale_placeholder_changes(failed, self.stale_placeholders)
         async with self.lock:
             for dest in occupy:
@@ -593,10 +653,9 @@ class Controller:
             except Exception:
                 log.exception("resync pass failed")
 
-    async def _apply_route_status(self, view: NodeView, status: Any) -> None:
+    async def _apply_route_status(self, view: NodeView, status: NodeRouteStatus) -> None:
         """Turn a per-node route result into the node's condition (written only when it changes)."""
-        state = route_state(bool(status.ok), getattr(status, "reason", "") or "",
-                            getattr(status, "message", "") or "")
+        state = route_state(status.ok, status.reason, status.message)
         previous = self.route_status.get(view.name)
         self.route_status[view.name] = state
         if not state.ok and previous != state:
@@ -608,7 +667,7 @@ class Controller:
             self._written.pop(view.name, None)
             return
         written = self._written.get(view.name)
-        if written is not None and written[0] == state and not _newer(view.resource_version, written[1]):
+        if written is not None and written[0] == state and not newer(view.resource_version, written[1]):
             return  # we wrote it; the watch has not brought that version yet
         try:
             condition = kube.network_condition(state.ok, state.reason, state.message)

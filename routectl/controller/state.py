@@ -19,6 +19,7 @@ from routectl.constants import (
     REASON_NO_ROUTE_CREATED,
     REASON_ROUTE_CREATED,
 )
+from routectl.routes.model import node_pod_cidrs
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class NodeView:
         """Build from a Node object as the API serves it."""
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
-        cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+        cidrs = node_pod_cidrs(body)
         cond = None
         for c in (body.get("status") or {}).get("conditions") or []:
             if c.get("type") == CONDITION_NETWORK_UNAVAILABLE:

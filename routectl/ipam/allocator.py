@@ -228,16 +228,36 @@ class Allocator:
         return list(self.last_findings)
 
     def occupy(self, node: str, cidrs: Iterable[str]) -> list[Finding]:
-        """Record that `node` holds `cidrs` (Node.spec.podCIDRs is the truth: replaces what it held)."""
+        """Record that `node` holds `cidrs` (Node.spec.podCIDRs is the truth: replaces what it held).
+
+        An empty list changes nothing: seeing no podCIDR is no proof that a node gave its block up (the
+        view may predate our write); only `release` frees a block."""
         cidrs = [c for c in cidrs if c]
+        if not cidrs:
+            return []
         current = self._holdings.get(node)
         if current is not None and [h[0] for h in current] == cidrs:
             return []
         if current is not None:
             self.release(node)
-        if not cidrs:
-            return []
         return self._hold(node, cidrs)
+
+    def claims(self, cidrs: Iterable[str]) -> set[str]:
+        """Every holder (node or placeholder) of any block that `cidrs` touch, in any pool CIDR (every
+        holding marks each block it touches in every set, so this sees overlaps across pools too)."""
+        out: set[str] = set()
+        for raw in cidrs:
+            ints = fast_parse(raw) if isinstance(raw, str) else None
+            if ints is None:
+                try:
+                    ints = int_cidr(parse_cidr(raw))
+                except InvalidCIDRError:
+                    continue
+            for cset in self._sets.values():
+                sid = id(cset)
+                for i in cset.overlapping_ints(ints):
+                    out |= self._owners.get((sid, i), set())
+        return out
 
     @staticmethod
     def _parse_held(node: str, raw: object, findings: list[Finding]) -> _Held | None:

@@ -23,6 +23,7 @@ from routectl.constants import POOL_KIND
 from routectl.ipam.allocator import Allocation, Allocator, Finding, NodeCIDRs
 from routectl.ipam.errors import IPAMError, PoolSpecError
 from routectl.ipam.model import PoolSpec
+from routectl.routes.model import node_pod_cidrs
 
 
 def _documents(path: Path) -> list[Any]:
@@ -81,8 +82,7 @@ def load_nodes(path: Path) -> list[NodeCIDRs]:
         if not isinstance(doc, dict) or doc.get("kind", "Node") != "Node":
             continue
         meta = doc.get("metadata") or {}
-        spec = doc.get("spec") or {}
-        cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+        cidrs = node_pod_cidrs(doc)
         if not meta.get("name"):
             raise click.BadParameter(f"{path}: a Node without metadata.name", param_hint="--existing")
         nodes.append(NodeCIDRs(meta["name"], tuple(cidrs), dict(meta.get("labels") or {})))

@@ -19,7 +19,7 @@ from routectl.constants import (
     POOL_ROUTE_LIMIT_NEARING,
     POOL_ROUTE_LIMIT_REACHED,
 )
-from routectl.routes.model import CloudRoute, LimitWarning, TableCapacity
+from routectl.routes.model import CloudRoute, LimitWarning, TableCapacity, node_pod_cidrs
 from routectl.routes.model import canonical_or_raw as canon
 
 SCHEMA_VERSION = 1
@@ -34,8 +34,7 @@ def name_of(obj: Obj) -> str:
 
 def pod_cidrs(node: Obj) -> list[str]:
     """Node.spec.podCIDRs (or the single podCIDR of older objects)."""
-    spec = node.get("spec") or {}
-    return list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+    return list(node_pod_cidrs(node))
 
 
 def find_condition(obj: Obj, ctype: str) -> dict[str, Any] | None:

@@ -6,8 +6,9 @@ Shared by the diff, the limit planner, both cloud drivers and the controller; no
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 ActionKind = Literal["create", "replace", "delete", "keep"]
 
@@ -116,6 +117,21 @@ def canonical_or_raw(cidr: str) -> str:
         return canonical_cidr(cidr)
     except ValueError:
         return cidr
+
+
+def is_cidr(text: str) -> bool:
+    """True when `text` parses as a CIDR (host bits allowed: `canonical_cidr` gives the network)."""
+    try:
+        canonical_cidr(text)
+    except ValueError:
+        return False
+    return True
+
+
+def node_pod_cidrs(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The podCIDRs of a Node body as written: spec.podCIDRs, else the single spec.podCIDR of old objects."""
+    spec = body.get("spec") or {}
+    return tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
 
 
 def inside_any(cidr: str, pools: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:

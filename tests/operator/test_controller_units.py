@@ -59,6 +59,7 @@ def test_every_setting_has_an_env_var() -> None:
     ({"provider": "aws", "resync_seconds": 0.0}, {}, "resync period"),
     ({"provider": "aws", "lease_duration": 5.0, "renew_deadline": 10.0}, {}, "leader election"),
     ({"provider": "aws", "health_address": "8080"}, {}, "HOST:PORT"),
+    ({"provider": "aws", "event_namespace": "routectl-system"}, {}, "cluster-scoped"),
     ({}, {"ROUTECTL_PROVIDER": "aws", "ROUTECTL_CONCURRENCY": "many"}, "ROUTECTL_CONCURRENCY"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(flags: dict, env: dict, needle: str) -> None:

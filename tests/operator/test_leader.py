@@ -91,3 +91,27 @@ async def test_leader_keeps_lease_while_renewing(kube: KubeServer) -> None:
         holding.cancel()
     finally:
         await client.close()
+
+
+async def test_clock_skew_never_lets_a_standby_take_over_early(kube: KubeServer) -> None:
+    """The holder's clock is an hour behind (its renewTime looks ancient): expiry is judged on the standby's
+    own monotonic clock from when it saw the record change, as client-go does."""
+    client = KubeClient(kube.url)
+    try:
+        old = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kube.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                     "metadata": {"name": "skew", "namespace": "default"},
+                     "spec": {"holderIdentity": "skewed", "leaseDurationSeconds": 1, "renewTime": old,
+                              "acquireTime": old, "leaseTransitions": 0}}, "default")
+        standby = _elector(client, "standby", "skew", duration=1.0)
+        assert await standby.try_acquire_or_renew() == HELD_BY_OTHER
+        for i in range(4):  # the skewed holder keeps renewing (its record changes), with its old clock
+            await asyncio.sleep(0.4)
+            stamp = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1, seconds=-i)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+            kube.patch("coordination.k8s.io/v1", "Lease", "skew", {"spec": {"renewTime": stamp}}, "default")
+            assert await standby.try_acquire_or_renew() == HELD_BY_OTHER
+        await asyncio.sleep(1.2)  # now it stops renewing: a whole lease duration by our clock
+        assert await standby.try_acquire_or_renew() == ACQUIRED
+    finally:
+        await client.close()
