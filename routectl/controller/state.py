@@ -74,6 +74,32 @@ class PoolView:
                    deleting=bool(meta.get("deletionTimestamp")))
 
 
+class IndexViews:
+    """The controller's view of the cluster: kopf's indexes of Nodes and PodCIDRPools (each key's store
+    holds one view, the newest). Empty until the first handler call hands the indexes over."""
+
+    def __init__(self) -> None:
+        self.node_index: Mapping[str, Any] | None = None
+        self.pool_index: Mapping[str, Any] | None = None
+
+    @staticmethod
+    def _views(index: Mapping[str, Any] | None) -> list[Any]:
+        out = []
+        for store in list((index or {}).values()):
+            for value in store:
+                out.append(value)
+                break
+        return out
+
+    def node_views(self) -> dict[str, NodeView]:
+        """Every Node currently known."""
+        return {v.name: v for v in self._views(self.node_index)}
+
+    def pool_views(self) -> dict[str, PoolView]:
+        """Every PodCIDRPool currently known."""
+        return {v.name: v for v in self._views(self.pool_index)}
+
+
 @dataclass(frozen=True)
 class NetworkState:
     """What the NetworkUnavailable condition of a node should say."""

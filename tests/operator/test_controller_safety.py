@@ -37,7 +37,7 @@ async def harness() -> AsyncIterator[tuple[SimCluster, Controller, Delivery]]:
 async def test_a_crashed_route_batch_loop_is_restarted_and_no_handler_waits_forever(
         harness: tuple[SimCluster, Controller, Delivery], caplog: pytest.LogCaptureFixture) -> None:
     sim, ctl, feed = harness
-    real = ctl._take_capacity
+    real = ctl.reporter.take_capacity
     calls = {"n": 0}
 
     def buggy(result: Any, full: bool) -> Any:  # an unexpected bug inside the batch loop, once
@@ -46,7 +46,7 @@ async def test_a_crashed_route_batch_loop_is_restarted_and_no_handler_waits_fore
             raise RuntimeError("injected bug in the route batch")
         return real(result, full)
 
-    ctl._take_capacity = buggy  # type: ignore[method-assign]
+    ctl.reporter.take_capacity = buggy  # type: ignore[method-assign]
     await asyncio.wait_for(feed.deliver_node(ctl, "node-0001"), 30)  # start-up sync (1st), then a batch
     sim.add_nodes(1)
     feed.observe()

@@ -203,7 +203,7 @@ class Schedule:
         routes = self.sim.gce.routes_snapshot()
         assert FOREIGN in routes, "the foreign route was touched"
         by_dest = {r["destRange"]: r for name, r in routes.items() if name != FOREIGN}
-        routed = {n for n, c in in_api.items() if not self.ctl._cidr_problem(n)}
+        routed = {n for n, c in in_api.items() if not self.ctl.assigner.problem(n)}
         for name in routed:
             r = by_dest.get(in_api[name][0])
             assert r is not None, f"node {name} {in_api[name][0]} has no route"
