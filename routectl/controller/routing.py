@@ -45,6 +45,7 @@ class Routing:
         self.routes: RouteReconciler | None = None
         self.cluster_cidrs: tuple[str, ...] = ()
         self.warn_percent = DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
+        self.by_age = False
         self.book = book
         self.lock = lock
         self.reporter = reporter
@@ -59,6 +60,10 @@ class Routing:
     async def retarget(self, specs: list[PoolSpec]) -> None:
         """Build the route reconciler for the pools' CIDRs, or point it at a changed set of CIDRs."""
         cidrs, warn = route_scope(specs)
+        self.reporter.overlay_pools = {s.name for s in specs if s.overlay_fallback}
+        # with any pool falling back to the overlay, room goes to the oldest nodes first (so overlay nodes
+        # move back oldest first); without, today's address order is kept exactly
+        self.by_age = bool(self.reporter.overlay_pools)
         unchanged = (cidrs, warn) == (self.cluster_cidrs, self.warn_percent)
         if not cidrs or (self.routes is not None and unchanged):
             return
@@ -69,6 +74,11 @@ class Routing:
         else:  # in a thread: it waits for the reconciler's lock, which a running sync holds
             await asyncio.to_thread(self.routes.set_cluster_cidrs, list(cidrs), warn)
         self.cluster_cidrs, self.warn_percent = cidrs, warn
+
+    def node_routes(self, view: NodeView, cidrs: tuple[str, ...]) -> NodeRoutes:
+        """The route layer's view of a node (its age only when room is handed out by age)."""
+        return NodeRoutes(view.name, view.uid, view.provider_id, cidrs,
+                          created=view.created if self.by_age else "")
 
     async def close(self) -> None:
         """Stop the reconciler's worker threads."""

@@ -32,6 +32,7 @@ from routectl.constants import (
     REASON_ROUTE_CREATED,
 )
 from routectl.controller.config import Config
+from routectl.routes.fallback import REASON_ROUTE_OVERLAY
 
 # What a kubelet (with an external cloud provider) writes when it registers: no route yet.
 KUBELET_NO_ROUTE_MESSAGE = "Node created without a route"
@@ -115,7 +116,8 @@ class SimCluster:
                  mask: int = 24,
                  route_limit: int | None = None, cluster_name: str = "sim", resync_seconds: float = 30.0,
                  zones: tuple[str, ...] | None = None, pool_name: str = "default",
-                 lease_duration: float = 15.0, run_controller: bool = True) -> None:
+                 lease_duration: float = 15.0, run_controller: bool = True,
+                 route_limit_fallback: str | None = None) -> None:
         if cloud not in ("aws", "gce"):
             raise ValueError(f"cloud must be 'aws' or 'gce', not {cloud!r}")
         self.cloud = cloud
@@ -128,6 +130,7 @@ class SimCluster:
         self.pool_name = pool_name
         self.lease_duration = lease_duration
         self.auto_controller = run_controller
+        self.route_limit_fallback = route_limit_fallback  # the default pool's spec.routeLimitFallback
         self.zones = zones or (("us-east-1a",) if cloud == "aws" else ("us-central1-a",))
         self.kube: Any = None
         self.aws: Any = None
@@ -157,7 +160,8 @@ class SimCluster:
                 kw = {"routes_quota": self.route_limit} if self.route_limit else {}
                 self.gce = FakeGCE(**kw).start()
             self.kube.install_crd(load_crd())
-            self.create_pool(self.pool_name, [self.pool_cidr], mask=self.mask)
+            fallback = {"routeLimitFallback": self.route_limit_fallback} if self.route_limit_fallback else {}
+            self.create_pool(self.pool_name, [self.pool_cidr], mask=self.mask, **fallback)
             self.add_nodes(self.initial_nodes)
             if self.auto_controller:
                 self.start_controller()
@@ -304,7 +308,8 @@ class SimCluster:
             status = p.get("status") or {}
             if status.get("observedGeneration") != p["metadata"].get("generation"):
                 return False
-        routed = sum(1 for n in nodes if (network_condition(n) or {}).get("status") == "False")
+        routed = sum(1 for n in nodes if (c := network_condition(n) or {}).get("status") == "False"
+                     and c.get("reason") != REASON_ROUTE_OVERLAY)  # overlay nodes have no route
         return (sum((p.get("status") or {}).get("allocated", 0) for p in pools) == len(nodes)
                 and sum((p.get("status") or {}).get("routesProgrammed", 0) for p in pools) == routed)
 
