@@ -310,8 +310,10 @@ class SimCluster:
                 return False
         routed = sum(1 for n in nodes if (c := network_condition(n) or {}).get("status") == "False"
                      and c.get("reason") != REASON_ROUTE_OVERLAY)  # overlay nodes have no route
+        overlay = sum(1 for n in nodes if (network_condition(n) or {}).get("reason") == REASON_ROUTE_OVERLAY)
         return (sum((p.get("status") or {}).get("allocated", 0) for p in pools) == len(nodes)
-                and sum((p.get("status") or {}).get("routesProgrammed", 0) for p in pools) == routed)
+                and sum((p.get("status") or {}).get("routesProgrammed", 0) for p in pools) == routed
+                and sum((p.get("status") or {}).get("overlayNodes") or 0 for p in pools) == overlay)
 
     def wait_converged(self, timeout: float = 120.0, interval: float = 0.25) -> bool:
         """Poll `converged()` until true (returns True) or `timeout` (returns False)."""

@@ -183,6 +183,9 @@ class _Progress:
 @click.option("--route-limit", type=int, default=None,
               help="AWS: routes per route table (default 50, the real default quota). "
                    "GCE: the project's ROUTES quota (default 250).")
+@click.option("--overflow", type=click.Choice(["none", "overlay"]), default="none", show_default=True,
+              help="What nodes past the route limit get: none (flagged, as spec.routeLimitFallback: None) "
+                   "or overlay (the pool's routeLimitFallback: Overlay: they ride the VXLAN overlay).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for convergence once the cluster is up, before giving up (exit 1).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -191,8 +194,8 @@ class _Progress:
 @click.option("--log-level", default="ERROR", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level of the embedded controller and emulators (stderr).")
-def simulate(cloud: str, node_count: int, pool_cidr: str, mask: int, route_limit: int | None, timeout: float,
-             output: str, progress: bool, log_level: str) -> None:
+def simulate(cloud: str, node_count: int, pool_cidr: str, mask: int, route_limit: int | None, overflow: str,
+             timeout: float, output: str, progress: bool, log_level: str) -> None:
     """Run the real controller on an emulated cluster and cloud until convergence; report what it did.
 
     Per node: podCIDR, route, next hop, NetworkUnavailable. Per route table: used/limit. Every warning
@@ -205,13 +208,14 @@ def simulate(cloud: str, node_count: int, pool_cidr: str, mask: int, route_limit
     from routectl.sim.cluster import SimCluster
 
     settings = {"nodes": node_count, "poolCIDR": pool_cidr, "mask": mask, "routeLimit": route_limit,
-                "timeout": timeout}
+                "timeout": timeout, **({"overflow": overflow} if overflow != "none" else {})}
     err = click.get_text_stream("stderr")
     started = time.monotonic()
     if progress:
         click.echo(f"starting the Kubernetes API emulator, the fake {cloud} cloud and "
                    f"{node_count} node(s)...", file=err)
-    sim = SimCluster(cloud=cloud, nodes=node_count, pool_cidr=pool_cidr, mask=mask, route_limit=route_limit)
+    sim = SimCluster(cloud=cloud, nodes=node_count, pool_cidr=pool_cidr, mask=mask, route_limit=route_limit,
+                     route_limit_fallback="Overlay" if overflow == "overlay" else None)
     try:
         try:
             sim.start()
