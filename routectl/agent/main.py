@@ -25,7 +25,8 @@ from routectl.agent.overlay import (
 )
 from routectl.agent.rules import RulesError
 from routectl.agent.sync import MasqSyncer, SyncResult, compute_desired
-from routectl.agent.vxlan import OverlayError, OverlaySync, VxlanSyncer
+from routectl.agent.sysctl import SysctlError
+from routectl.agent.vxlan import OverlayError, OverlayResult, OverlaySync, VxlanSyncer
 from routectl.constants import EVENT_CNI_CONFIG_FAILED, EVENT_OVERLAY_FAILED
 
 log = logging.getLogger("routectl.agent")
@@ -112,19 +113,26 @@ class AgentLoop:
     overlay: OverlaySync | None = None  # None: --no-overlay (no VXLAN fallback on this node)
 
     def sync_once(self) -> SyncResult:
-        """Read the Node and pools, apply the masquerade chains, then the CNI config.
+        """Read the Node and pools, apply the masquerade chains, the VXLAN overlay, then the CNI config.
 
-        The CNI config comes second and only once the masquerade sync went through: it is what lets the
-        runtime start pods, so no pod starts on a node whose egress would leave un-masqueraded.
+        The CNI config comes second and only once the masquerade rules are in: it is what lets the
+        runtime start pods, so no pod starts on a node whose egress would leave un-masqueraded. Forwarding
+        that cannot be switched on (read-only /proc/sys) does not hold it back: the rules are in place by
+        then, and the bridge plugin turns forwarding on itself for its first pod.
         """
         node, pools = self.source.fetch()
         desired = compute_desired(node, pools, random_fully=self.random_fully)
-        result = self.syncer.sync(desired)
-        if self.overlay is not None:  # before the CNI config: a pod never starts without its path
-            result.overlay = self.overlay.sync(str(node["metadata"]["name"]), self.source.list_nodes())
+        fallback = self.overlay is not None and overlay_fallback_for(node, pools)
+        try:
+            result = self.syncer.sync(desired)
+        except SysctlError:
+            self._sync_overlay(node)
+            if self.cni is not None:
+                self.cni.sync(node, overlay=fallback)
+            raise
+        result.overlay = self._sync_overlay(node)  # before the CNI config: no pod starts without its path
         if self.cni is not None:
-            result.cni = self.cni.sync(node, overlay=self.overlay is not None
-                                       and overlay_fallback_for(node, pools))
+            result.cni = self.cni.sync(node, overlay=fallback)
         cni_state = "off" if result.cni is None else (
             "error" if result.cni.errors else "written" if result.cni.written else "unchanged")
         busy = result.writes or result.errors or (result.cni and (result.cni.written or result.cni.errors)) \
@@ -135,6 +143,12 @@ class AgentLoop:
                 "off" if (ov := result.overlay) is None else
                 f"peers={ov.peers} writes={ov.writes} errors={len(ov.errors)}")
         return result
+
+    def _sync_overlay(self, node: dict[str, Any]) -> OverlayResult | None:
+        """The VXLAN overlay from every Node (None when the agent runs with --no-overlay)."""
+        if self.overlay is None:
+            return None
+        return self.overlay.sync(str(node["metadata"]["name"]), self.source.list_nodes())
 
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; failures are logged and retried at the next trigger or resync."""

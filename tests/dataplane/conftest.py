@@ -11,6 +11,8 @@ import pytest
 from tests.dataplane.netns import NetnsFactory, missing_prerequisite, root_namespace_snapshot
 from tests.dataplane.scenario import Lab
 
+HOST_CNI_STATE = Path("/var/lib/cni")  # host-local's default dataDir: the tests keep theirs in tmp_path
+
 _REASON: list[str | None] = []
 
 
@@ -53,6 +55,7 @@ def netns(_dataplane_prerequisites: None) -> Iterator[NetnsFactory]:
 def lab(netns: NetnsFactory, tmp_path: Path) -> Iterator[Lab]:
     """Namespaces plus a temp dir for the nodes' CNI files and host-local leases; at the end every pod
     still attached is DELeted through the plugins (also on failure), leaving no lease behind."""
+    host_cni = sorted(map(str, HOST_CNI_STATE.rglob("*"))) if HOST_CNI_STATE.exists() else None
     lab = Lab(netns, tmp_path)
     try:
         yield lab
@@ -60,3 +63,5 @@ def lab(netns: NetnsFactory, tmp_path: Path) -> Iterator[Lab]:
         errors = lab.teardown()
     assert not errors, errors
     assert not lab.leases(), f"host-local leases left after DEL: {lab.leases()}"
+    after = sorted(map(str, HOST_CNI_STATE.rglob("*"))) if HOST_CNI_STATE.exists() else None
+    assert after == host_cni, f"the test touched the host's {HOST_CNI_STATE}"

@@ -6,7 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from routectl.agent import rules
+from routectl.agent.cnisync import CniSyncer
 from routectl.agent.iptables import Iptables, Runner, detect_backend
+from routectl.agent.main import AgentLoop
 from routectl.agent.sync import MasqSyncer, compute_desired
 from routectl.agent.sysctl import SysctlError, ensure_forwarding
 from routectl.cli import main as cli_main
@@ -239,6 +241,28 @@ def test_read_only_proc_sys_still_gets_rules_then_a_clear_error(netns: NetnsFact
     assert syncer.sync(GOOD).writes == 0
 
 
+def test_read_only_proc_sys_still_gets_the_cni_config(netns: NetnsFactory, tmp_path):
+    """Forwarding off and not writable: the rules go in, the CNI config is written too (the bridge
+    plugin enables forwarding for its first pod), and the sync still reports the error."""
+    ns = netns("node")
+    read_only = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"', "sh")
+    runner = Runner((*ns.prefix, *read_only))
+    node_obj = node("10.244.1.0/24")
+
+    class Source:
+        def fetch(self):
+            return node_obj, [pool(["10.244.0.0/16"], ["10.0.0.0/24"])]
+
+    cni_syncer = CniSyncer(conf_dir=str(tmp_path), bin_dirs=["/usr/lib/cni"], mtu=1500, runner=runner)
+    masq = MasqSyncer(Iptables(runner=runner, backend="nft"))
+    loop = AgentLoop(Source(), masq, cni=cni_syncer)  # type: ignore[arg-type]
+    with pytest.raises(SysctlError):
+        loop.sync_once()
+    assert chain_lines(ns, "nft") == [rules.jump_rule(), *rules.chain_rules(GOOD.specs[4])]
+    assert cni_syncer.path.exists() and cni_syncer.writes == 1
+
+
 @pytest.mark.parametrize("used", BACKENDS)
 def test_backend_detection_follows_the_rules_already_there(netns: NetnsFactory, used: str):
     ns = netns("node")
@@ -280,3 +304,21 @@ def test_sixty_four_non_masquerade_cidrs_round_trip(netns: NetnsFactory, backend
     syncer = MasqSyncer(ipt_in(ns, backend))
     assert syncer.sync(desired).writes == 1
     assert syncer.sync(desired).writes == 0
+
+
+def test_cni_mtu_comes_from_the_default_route_interface_or_is_an_error(netns: NetnsFactory, tmp_path):
+    """No default route and no --cni-mtu: a clear error, no file; with an IPv6-only default route the
+    MTU of that interface is used."""
+    ns = netns("node")
+    reports: list[str] = []
+    syncer = CniSyncer(conf_dir=str(tmp_path), bin_dirs=["/usr/lib/cni"], runner=Runner(ns.prefix),
+                       report=reports.append)
+    result = syncer.sync(node("fd00:10:244:1::/64"))
+    assert result.errors and "--cni-mtu" in reports[0] and not syncer.path.exists()
+    ns.ip("link", "add", "eth0", "mtu", "1380", "type", "veth", "peer", "name", "eth0p")
+    ns.ip("link", "set", "eth0p", "up")
+    ns.ip("link", "set", "eth0", "up")
+    ns.ip("-6", "addr", "add", "fd00:a::10/64", "dev", "eth0", "nodad")
+    ns.ip("-6", "route", "add", "default", "via", "fd00:a::1", "dev", "eth0")
+    assert syncer.sync(node("fd00:10:244:1::/64")).written
+    assert '"mtu": 1380' in syncer.path.read_text()

@@ -99,7 +99,8 @@ def test_agent_follows_its_node_and_the_pools_over_watches(netns: NetnsFactory, 
         wait_for(lambda: "-s 10.244.1.0/24" in rules_text(ns), "the initial rules")
         text = rules_text(ns)
         assert "-d 10.0.0.0/24" in text and "-d 10.244.0.0/16" in text and "10.244.2.0" not in text
-        assert ns.read_sysctl("net.ipv4.ip_forward") == "1"
+        # forwarding is switched on right after the rules are in: wait for it rather than race it
+        wait_for(lambda: ns.read_sysctl("net.ipv4.ip_forward") == "1", "forwarding turned on")
 
         set_non_masq(kube, ["10.0.0.0/24", "192.168.0.0/16"])
         wait_for(lambda: "-d 192.168.0.0/16" in rules_text(ns), "the pool change to reach the rules")

@@ -58,9 +58,11 @@ def test_writes_the_rendered_config_once_and_then_nothing(env):
 def test_a_changed_input_replaces_the_file(env):
     syncer, _ = env
     syncer.sync(node("10.244.1.0/24"))
+    inode = syncer.path.stat().st_ino
     syncer.mtu = 1400
     assert syncer.sync(node("10.244.1.0/24")).written
     assert json.loads(syncer.path.read_text())["plugins"][0]["mtu"] == 1400
+    assert syncer.path.stat().st_ino != inode, "a new file renamed over the old one, never rewritten in place"
 
 
 def test_nothing_is_written_before_the_node_has_a_pod_cidr(env):
