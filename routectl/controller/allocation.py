@@ -36,10 +36,12 @@ def newer(rv: str, than: str) -> bool:
 
 @dataclass(frozen=True)
 class Written:
-    """podCIDRs we wrote to a Node and the resourceVersion the API answered with."""
+    """podCIDRs we wrote to a Node, the resourceVersion the API answered with, and the Node's uid (a Node
+    re-created under the same name is another object: it does not carry what we wrote to the old one)."""
 
     cidrs: tuple[str, ...]
     resource_version: str
+    uid: str = ""
 
 
 class AllocationBook:
@@ -48,18 +50,20 @@ class AllocationBook:
     def __init__(self, allocator: Allocator | None = None) -> None:
         self.allocator = allocator or Allocator()
         self.written: dict[str, Written] = {}
+        self._writer: dict[str, str] = {}  # canonical CIDR -> node we wrote it to (O(1) claim checks)
 
     def rebuild(self, nodes: Iterable[NodeCIDRs]) -> list[Finding]:
         """Start-up: occupy every existing podCIDR (complete view) before anything is allocated."""
         self.written.clear()
+        self._writer.clear()
         return self.allocator.rebuild(nodes)
 
-    def cidrs_of(self, name: str, observed: tuple[str, ...]) -> tuple[str, ...]:
+    def cidrs_of(self, name: str, observed: tuple[str, ...], uid: str = "") -> tuple[str, ...]:
         """The podCIDRs a node has: what it shows, or what we wrote when the view does not show it yet."""
         if observed:
             return observed
         w = self.written.get(name)
-        return w.cidrs if w is not None else ()
+        return w.cidrs if w is not None and (not uid or not w.uid or w.uid == uid) else ()
 
     def observe(self, name: str, pod_cidrs: Iterable[str], resource_version: str) -> list[Finding] | None:
         """A node was seen with `pod_cidrs` at `resource_version`: record them when they are news.
@@ -87,20 +91,29 @@ class AllocationBook:
         mine = self.allocator.allocation_of(alloc.node)
         if mine is None or canon(mine.cidrs) != canon(alloc.cidrs):
             return f"node {alloc.node} does not hold {', '.join(alloc.cidrs)} in the allocator"
-        want = set(canon(alloc.cidrs))
-        writers = sorted(n for n, w in self.written.items() if n != alloc.node and want & set(w.cidrs))
+        writers = {w for c in canon(alloc.cidrs)
+                   if (w := self._writer.get(c)) is not None and w != alloc.node}
         if others or writers:
             return (f"{', '.join(alloc.cidrs)} for node {alloc.node} is also claimed by "
-                    f"{', '.join(sorted(others | set(writers)))}")
+                    f"{', '.join(sorted(others | writers))}")
         return None
 
-    def wrote(self, name: str, cidrs: tuple[str, ...], resource_version: str) -> None:
+    def wrote(self, name: str, cidrs: tuple[str, ...], resource_version: str, uid: str = "") -> None:
         """Remember a successful podCIDR write (the watch may bring it back late)."""
-        self.written[name] = Written(canon(cidrs), resource_version)
+        self._forget_written(name)
+        self.written[name] = Written(canon(cidrs), resource_version, uid)
+        for c in self.written[name].cidrs:
+            self._writer[c] = name
+
+    def _forget_written(self, name: str) -> None:
+        old = self.written.pop(name, None)
+        for c in old.cidrs if old is not None else ():
+            if self._writer.get(c) == name:
+                del self._writer[c]
 
     def release(self, name: str) -> Allocation | None:
         """Free a node's blocks: its Node is gone (routes deleted) or the API surely refused the write."""
-        self.written.pop(name, None)
+        self._forget_written(name)
         return self.allocator.release(name)
 
     def allocation_of(self, name: str) -> Allocation | None:

@@ -57,7 +57,7 @@ class Assigner:
     # ------------------------------------------------------------------------------------ queries
     def cidrs_of(self, view: NodeView) -> tuple[str, ...]:
         """The node's podCIDRs: as shown, or as we wrote them when the view does not show them yet."""
-        return self.book.cidrs_of(view.name, view.pod_cidrs)
+        return self.book.cidrs_of(view.name, view.pod_cidrs, view.uid)
 
     def problem(self, node: str) -> str | None:
         """Why a node's podCIDR must not be routed (overlap, outside every pool...), or None."""
@@ -161,8 +161,9 @@ class Assigner:
         self.metrics.node_writes.labels("podCIDR").inc()
         self.reporter.not_waiting(view.name)
         async with self.lock:
-            self.book.wrote(view.name, alloc.cidrs,
-                            str((body.get("metadata") or {}).get("resourceVersion", "")))
+            meta = body.get("metadata") or {}
+            self.book.wrote(view.name, alloc.cidrs, str(meta.get("resourceVersion", "")),
+                            str(meta.get("uid", "")))
         self.metrics.allocations.labels(alloc.pool or "-").inc()
         self.reporter.touch()
         new_view = NodeView.from_body(body)

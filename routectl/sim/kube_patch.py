@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonpatch
+import jsonpointer
+
 MERGE = "application/merge-patch+json"
 JSON = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -52,103 +55,20 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- json patch
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise PatchError(f"JSON pointer must start with '/': {path!r}", 400)
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _walk(doc: Any, parts: list[str], path: str) -> Any:
-    for part in parts:
-        if isinstance(doc, dict):
-            if part not in doc:
-                raise PatchError(f"path {path!r} does not exist: missing key {part!r}")
-            doc = doc[part]
-        elif isinstance(doc, list):
-            doc = doc[_index(doc, part, path, allow_end=False)]
-        else:
-            raise PatchError(f"path {path!r} traverses a non-container value")
-    return doc
-
-
-def _index(seq: list[Any], part: str, path: str, allow_end: bool) -> int:
-    if part == "-" and allow_end:
-        return len(seq)
-    if not part.isdigit() or (len(part) > 1 and part.startswith("0")):
-        raise PatchError(f"invalid array index {part!r} in {path!r}")
-    idx = int(part)
-    limit = len(seq) if allow_end else len(seq) - 1
-    if idx > limit:
-        raise PatchError(f"array index {idx} out of range in {path!r}")
-    return idx
-
-
-def _add(doc: Any, path: str, value: Any) -> Any:
-    parts = _pointer(path)
-    if not parts:
-        return copy.deepcopy(value)
-    parent = _walk(doc, parts[:-1], path)
-    last = parts[-1]
-    if isinstance(parent, dict):
-        parent[last] = copy.deepcopy(value)
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, last, path, allow_end=True), copy.deepcopy(value))
-    else:
-        raise PatchError(f"cannot add into a non-container at {path!r}")
-    return doc
-
-
-def _remove(doc: Any, path: str) -> tuple[Any, Any]:
-    parts = _pointer(path)
-    if not parts:
-        raise PatchError("cannot remove the whole document")
-    parent = _walk(doc, parts[:-1], path)
-    last = parts[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise PatchError(f"cannot remove missing key at {path!r}")
-        return doc, parent.pop(last)
-    if isinstance(parent, list):
-        return doc, parent.pop(_index(parent, last, path, allow_end=False))
-    raise PatchError(f"cannot remove from a non-container at {path!r}")
-
-
 def json_patch(target: Any, ops: Any) -> Any:
-    """RFC 6902 JSON patch (add/remove/replace/move/copy/test). A failed ``test`` raises 422, like kube."""
+    """RFC 6902 JSON patch by the ``jsonpatch`` library (kopf's own dependency), with kube's status codes:
+    a malformed patch is 400, a failed ``test`` or a missing path 422. ``target`` is not mutated."""
     if not isinstance(ops, list):
         raise PatchError("a JSON patch must be a list of operations", 400)
-    doc = copy.deepcopy(target)
-    for op in ops:
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise PatchError(f"malformed JSON patch operation: {op!r}", 400)
-        kind, path = op["op"], op["path"]
-        if kind in ("add", "replace", "test") and "value" not in op:
-            raise PatchError(f"JSON patch operation {kind!r} needs a value: {op!r}", 400)
-        if kind == "add":
-            doc = _add(doc, path, op["value"])
-        elif kind == "remove":
-            doc, _ = _remove(doc, path)
-        elif kind == "replace":
-            doc, _ = _remove(doc, path)
-            doc = _add(doc, path, op["value"])
-        elif kind in ("move", "copy"):
-            if "from" not in op:
-                raise PatchError(f"JSON patch operation {kind!r} needs 'from': {op!r}", 400)
-            if kind == "move":
-                doc, value = _remove(doc, op["from"])
-            else:
-                value = copy.deepcopy(_walk(doc, _pointer(op["from"]), op["from"]))
-            doc = _add(doc, path, value)
-        elif kind == "test":
-            actual = _walk(doc, _pointer(path), path)
-            if actual != op["value"]:
-                raise PatchError(
-                    f"testing value {path} failed: expected {op['value']!r}, found {actual!r}")
-        else:
-            raise PatchError(f"unknown JSON patch operation {kind!r}", 400)
-    return doc
+    try:
+        return jsonpatch.JsonPatch(ops).apply(target)
+    except jsonpatch.JsonPatchTestFailed as e:
+        raise PatchError(f"testing value failed: {e}") from None
+    except jsonpatch.InvalidJsonPatch as e:
+        raise PatchError(f"malformed JSON patch: {e}", 400) from None
+    except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchException, jsonpointer.JsonPointerException,
+            TypeError, KeyError, IndexError) as e:
+        raise PatchError(f"the JSON patch does not apply: {e}") from None
 
 
 # ------------------------------------------------------------------------------------ strategic merge

@@ -2,16 +2,20 @@
 
 Pure functions over a CRD version's ``openAPIV3Schema``. Pruning drops fields the schema does not declare
 (unless ``x-kubernetes-preserve-unknown-fields``), defaulting fills ``default`` values top-down, validation
-uses jsonschema with ``nullable``, ``x-kubernetes-int-or-string`` and list-type ``set`` translated. CEL rules
-(``x-kubernetes-validations``) are NOT evaluated.
+uses jsonschema with ``nullable``, ``x-kubernetes-int-or-string`` and list-type ``set`` translated, its
+errors worded as kube-openapi words them. CEL rules (``x-kubernetes-validations``) are evaluated by
+:mod:`routectl.sim.kube_cel`.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jsonschema
+
+from routectl.sim.kube_cel import FieldCause, field_cause
 
 Schema = dict[str, Any]
 ROOT_KEEP = ("apiVersion", "kind", "metadata")
@@ -100,15 +104,59 @@ def to_jsonschema(schema: Any) -> Any:
     return out
 
 
-def validate(obj: dict[str, Any], schema: Schema) -> list[str]:
-    """Human-readable causes (empty when valid); metadata is not checked against the schema."""
+def _path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_GO_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object",
+             "list": "array", "NoneType": "null"}
+
+
+def _cause(error: jsonschema.ValidationError) -> FieldCause:
+    """One jsonschema error worded as kube-openapi's validator words it (``<path> in body should ...``)."""
+    path, kind, arg = _path(error.absolute_path), error.validator, error.validator_value
+    value = error.instance
+    if kind == "required":
+        missing = str(error.message).split("'")[1] if "'" in str(error.message) else ""
+        return field_cause(f"{path}.{missing}" if path else missing, "FieldValueRequired", "")
+    if kind == "uniqueItems":
+        seen: list[Any] = []
+        for i, item in enumerate(value):
+            if item in seen:
+                return field_cause(f"{path}[{i}]", "FieldValueDuplicate", "", item)
+            seen.append(item)
+    if kind == "enum":
+        allowed = ", ".join(json.dumps(a) for a in arg)
+        return FieldCause(path, "FieldValueNotSupported",
+                          f"Unsupported value: {json.dumps(value)}: supported values: {allowed}")
+    if kind == "anyOf" and all(set(alt) == {"type"} for alt in arg):  # x-kubernetes-int-or-string
+        kind, arg = "type", ",".join(alt["type"] for alt in arg)
+    detail = {
+        "pattern": lambda: f"{path} in body should match '{str(arg).replace(chr(92), chr(92) * 2)}'",
+        "minimum": lambda: f"{path} in body should be greater than or equal to {arg}",
+        "maximum": lambda: f"{path} in body should be less than or equal to {arg}",
+        "minLength": lambda: f"{path} in body should be at least {arg} chars long",
+        "maxLength": lambda: f"{path} in body should be at most {arg} chars long",
+        "minItems": lambda: f"{path} in body should have at least {arg} items",
+        "maxItems": lambda: f"{path} in body should have at most {arg} items",
+        "maxProperties": lambda: f"{path} in body should have at most {arg} properties",
+        "type": lambda: f"{path} in body must be of type {arg}: "
+                        f"{json.dumps(_GO_TYPES.get(type(value).__name__, type(value).__name__))}",
+    }.get(str(kind), lambda: f"{path or '<root>'}: {error.message}")()
+    return field_cause(path, "FieldValueInvalid", detail, value)
+
+
+def validate(obj: dict[str, Any], schema: Schema) -> list[FieldCause]:
+    """Causes in kube-apiserver's words (empty when valid); metadata is not checked against the schema."""
     body = {k: v for k, v in obj.items() if k != "metadata"}
     validator = jsonschema.Draft7Validator(to_jsonschema(schema))
-    return sorted(f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-                  for e in validator.iter_errors(body))
+    return sorted((_cause(e) for e in validator.iter_errors(body)), key=lambda c: (c.field, c.message))
 
 
-def admit(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[str]]:
+def admit(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[FieldCause]]:
     """Prune, default and validate: the object to store and the validation causes."""
     pruned = prune(obj, schema)
     defaulted = apply_defaults(pruned, schema)

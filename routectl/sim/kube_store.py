@@ -1,6 +1,6 @@
 """In-memory object store with kube-apiserver's write semantics, behind the HTTP emulator in kube.py.
 
-What it adds over a plain dict store (and over kmock's): a global resourceVersion counter, uid,
+What it adds over a plain dict store: a global resourceVersion counter, uid,
 generation (bumped on non-metadata/non-status changes), creationTimestamp, optimistic concurrency (409),
 AlreadyExists, the status subresource split, finalizers + deletionTimestamp, namespace lifecycle, CRDs
 that register servable resources, and a bounded event history so watches can resume from a
@@ -12,166 +12,32 @@ from __future__ import annotations
 
 import collections
 import copy
-import datetime
-import ipaddress
-import re
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from routectl.sim import kube_patch, kube_schema
-
-Obj = dict[str, Any]
-ResKey = tuple[str, str]  # (group, plural)
-ObjKey = tuple[str | None, str]  # (namespace, name)
-
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-_NAME_PART_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-class ApiError(Exception):
-    """An error answered as a ``kind: Status`` body with the HTTP code and reason kube-apiserver uses."""
-
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details or {}
-        self.headers = headers or {}
-
-    def status(self) -> Obj:
-        """The ``Status`` object for the response body."""
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
-        if self.details:
-            body["details"] = self.details
-        return body
-
-
-def _qualified_name(key: str) -> bool:
-    """A label/annotation key or finalizer: ``[dns-subdomain/]name`` with a name part of 63 chars at most."""
-    prefix, _, part = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _NAME_RE.match(prefix)):
-        return False
-    return bool(_NAME_PART_RE.match(part))
-
-
-def not_found(rt: ResourceType, name: str) -> ApiError:
-    """404 NotFound for a named object, worded like kube-apiserver."""
-    return ApiError(404, "NotFound", f'{rt.plural}{rt.dotted_group} "{name}" not found',
-                    {"name": name, "group": rt.group, "kind": rt.plural})
-
-
-def conflict(rt: ResourceType, name: str) -> ApiError:
-    """409 Conflict for a stale resourceVersion or a failed precondition."""
-    return ApiError(409, "Conflict",
-                    f'Operation cannot be fulfilled on {rt.plural}{rt.dotted_group} "{name}": the object has '
-                    "been modified; please apply your changes to the latest version and try again",
-                    {"name": name, "group": rt.group, "kind": rt.plural})
-
-
-def invalid(rt: ResourceType, name: str, causes: list[str]) -> ApiError:
-    """422 Invalid with one cause per problem."""
-    return ApiError(422, "Invalid", f'{rt.kind}{rt.dotted_group} "{name}" is invalid: {"; ".join(causes)}',
-                    {"name": name, "group": rt.group, "kind": rt.kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes]})
-
-
-def bad_request(message: str) -> ApiError:
-    """400 BadRequest."""
-    return ApiError(400, "BadRequest", message)
-
-
-@dataclass
-class ResourceType:
-    """One servable resource (a row of discovery): where it lives, its scope, and its subresources."""
-
-    group: str
-    versions: tuple[str, ...]
-    plural: str
-    kind: str
-    singular: str
-    namespaced: bool
-    status_subresource: bool = False
-    keep_status_on_create: bool = False  # Nodes keep status on create; CRs and pods do not.
-    short_names: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    schemas: dict[str, Obj] = field(default_factory=dict)  # version -> openAPIV3Schema (CRs only)
-    printer_columns: dict[str, list[Obj]] = field(default_factory=dict)  # version -> additionalPrinterColumns
-    crd_name: str | None = None
-
-    @property
-    def key(self) -> ResKey:
-        """(group, plural): how the store indexes this resource."""
-        return (self.group, self.plural)
-
-    @property
-    def dotted_group(self) -> str:
-        """``.group`` for error messages (empty for the core group)."""
-        return f".{self.group}" if self.group else ""
-
-    @property
-    def storage_version(self) -> str:
-        """The version objects are stored at (the first one)."""
-        return self.versions[0]
-
-    def api_version(self, version: str | None = None) -> str:
-        """``group/version`` (or just ``v1`` for the core group)."""
-        v = version or self.storage_version
-        return f"{self.group}/{v}" if self.group else v
-
-    def verbs(self) -> list[str]:
-        """Verbs listed in discovery: everything is served for every resource."""
-        return ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-
-
-def _builtin(group: str, plural: str, kind: str, namespaced: bool, **kw: Any) -> ResourceType:
-    return ResourceType(group=group, versions=("v1",), plural=plural, kind=kind, singular=kind.lower(),
-                        namespaced=namespaced, **kw)
-
-
-BUILTIN_TYPES: tuple[ResourceType, ...] = (
-    _builtin("", "namespaces", "Namespace", False, status_subresource=True, short_names=("ns",)),
-    _builtin("", "nodes", "Node", False, status_subresource=True, keep_status_on_create=True,
-             short_names=("no",)),
-    _builtin("", "pods", "Pod", True, status_subresource=True, short_names=("po",), categories=("all",)),
-    _builtin("", "events", "Event", True, short_names=("ev",)),
-    _builtin("", "configmaps", "ConfigMap", True, short_names=("cm",)),
-    _builtin("coordination.k8s.io", "leases", "Lease", True),
-    _builtin("events.k8s.io", "events", "Event", True, short_names=("ev",)),
-    _builtin("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", False,
-             status_subresource=True, short_names=("crd", "crds"), categories=("api-extensions",)),
+from routectl.sim import kube_cel, kube_patch, kube_schema, kube_validate
+from routectl.sim.kube_types import (
+    BUILTIN_TYPES,
+    ApiError,
+    Change,
+    Obj,
+    ObjKey,
+    ResKey,
+    ResourceType,
+    bad_request,
+    conflict,
+    invalid,
+    meta_of,
+    not_found,
+    now_iso,
+    without,
 )
+from routectl.sim.kube_watchgate import WatchGate
 
-
-@dataclass
-class Change:
-    """One committed change, as kept in the history and fed to watchers."""
-
-    rv: int
-    key: ResKey
-    type: str  # ADDED / MODIFIED / DELETED
-    obj: Obj
-    old: Obj | None
-
-
-def now_iso() -> str:
-    """An RFC 3339 timestamp in UTC with second precision, as kube serialises metav1.Time."""
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _meta(obj: Obj) -> Obj:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _without(obj: Obj, *keys: str) -> Obj:
-    return {k: v for k, v in obj.items() if k not in keys}
+__all__ = ["ApiError", "Change", "Obj", "ResourceType", "Store", "bad_request", "conflict", "invalid",
+           "not_found", "now_iso"]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 class Store:
@@ -185,6 +51,7 @@ class Store:
         self.history_size = history_size
         self.history_floor = 0  # watches from an rv below this are answered 410 Gone
         self.listeners: set[Callable[[Change], None]] = set()
+        self.gate = WatchGate(self._deliver)  # holds back / delays watch events on request
         for rt in BUILTIN_TYPES:
             self.types[rt.key] = rt
         for ns in SYSTEM_NAMESPACES:
@@ -242,14 +109,14 @@ class Store:
         name = meta.get("name")
         if not isinstance(name, str) or not name:
             raise invalid(rt, "", ["metadata.name: Required value: name or generateName is required"])
-        self._validate_name(rt, name)
+        kube_validate.validate_name(rt, name)
         namespace = self._scope(rt, namespace, meta)
         if rt.namespaced:
             nsobj = self.objects[("", "namespaces")].get((None, namespace or ""))
             if nsobj is None:
                 raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
                                {"name": namespace, "kind": "namespaces"})
-            if _meta(nsobj).get("deletionTimestamp"):
+            if meta_of(nsobj).get("deletionTimestamp"):
                 raise ApiError(403, "Forbidden", f'{rt.plural} "{name}" is forbidden: unable to create new '
                                f"content in namespace {namespace} because it is being terminated")
         if (namespace, name) in self.objects[rt.key]:
@@ -273,12 +140,12 @@ class Store:
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         old = self.get(rt, namespace, name)
-        body_name = _meta(body).get("name")
+        body_name = meta_of(body).get("name")
         if body_name and body_name != name:
             raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL "
                               f"({name})")
         self._check_type_fields(rt, body)
-        if rt.crd_name and not _meta(body).get("resourceVersion"):  # CRs allow no unconditional update
+        if rt.crd_name and not meta_of(body).get("resourceVersion"):  # CRs allow no unconditional update
             raise invalid(rt, name, ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an "
                                      "update"])
         new = copy.deepcopy(body)
@@ -297,7 +164,7 @@ class Store:
         except kube_patch.PatchError as e:
             reason = {400: "BadRequest", 415: "UnsupportedMediaType"}.get(e.status, "Invalid")
             raise ApiError(e.status, reason, str(e)) from None
-        if _meta(new).get("name") != name:
+        if meta_of(new).get("name") != name:
             raise bad_request("metadata.name cannot be changed by a patch")
         return self._write(rt, old, new, subresource, field_validation)
 
@@ -305,35 +172,35 @@ class Store:
         """DELETE: with finalizers, set deletionTimestamp and keep the object; else remove it now."""
         old = self.get(rt, namespace, name)
         pre = (options or {}).get("preconditions") or {} if isinstance(options, dict) else {}
-        if pre.get("uid") and pre["uid"] != _meta(old).get("uid"):
+        if pre.get("uid") and pre["uid"] != meta_of(old).get("uid"):
             raise conflict(rt, name)
-        if pre.get("resourceVersion") and pre["resourceVersion"] != _meta(old).get("resourceVersion"):
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta_of(old).get("resourceVersion"):
             raise conflict(rt, name)
         if rt.key == ("", "namespaces"):
             return self._delete_namespace(rt, old)
         if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._unregister_crd(old)
-        if _meta(old).get("finalizers"):
-            if _meta(old).get("deletionTimestamp"):
+        if meta_of(old).get("finalizers"):
+            if meta_of(old).get("deletionTimestamp"):
                 return old
             new = copy.deepcopy(old)
             new["metadata"]["deletionTimestamp"] = now_iso()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
-            new["metadata"]["generation"] = int(_meta(old).get("generation") or 0) + 1
+            new["metadata"]["generation"] = int(meta_of(old).get("generation") or 0) + 1
             return self._commit(rt, old, new, "MODIFIED")
         return self._remove(rt, old)
 
     # ------------------------------------------------------------------------------------ internals
     def _write(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None,
                field_validation: str = "") -> Obj:
-        name = _meta(old)["name"]
+        name = meta_of(old)["name"]
         if subresource not in (None, "status") or (subresource == "status" and not rt.status_subresource):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                            f"({rt.plural}/{subresource})")
         if not isinstance(new.get("metadata"), dict):
             raise bad_request("metadata must be an object")
         stated_rv = new["metadata"].get("resourceVersion")
-        if stated_rv and stated_rv != _meta(old).get("resourceVersion"):
+        if stated_rv and stated_rv != meta_of(old).get("resourceVersion"):
             raise conflict(rt, name)
         if subresource == "status":  # only .status changes through /status
             merged = copy.deepcopy(old)
@@ -355,8 +222,8 @@ class Store:
                     meta[k] = old["metadata"][k]
                 else:
                     meta.pop(k, None)
-            if _meta(old).get("deletionTimestamp"):
-                added = set(meta.get("finalizers") or []) - set(_meta(old).get("finalizers") or [])
+            if meta_of(old).get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(meta_of(old).get("finalizers") or [])
                 if added:
                     raise invalid(rt, name, ["metadata.finalizers: Forbidden: no new finalizers can be "
                                              f"added if the object is being deleted, found new finalizers "
@@ -366,12 +233,12 @@ class Store:
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         new = self._validate(rt, new, old, field_validation)
         if rt.key == ("", "nodes"):
-            self._normalise_node(new)
+            kube_validate.normalise_node(new)
         if new == old:  # a no-op write: no new resourceVersion, no event (as upstream)
             return old
-        if _without(new, "metadata", "status") != _without(old, "metadata", "status"):
-            new["metadata"]["generation"] = int(_meta(old).get("generation") or 0) + 1
-        if _meta(new).get("deletionTimestamp") and not _meta(new).get("finalizers"):
+        if without(new, "metadata", "status") != without(old, "metadata", "status"):
+            new["metadata"]["generation"] = int(meta_of(old).get("generation") or 0) + 1
+        if meta_of(new).get("deletionTimestamp") and not meta_of(new).get("finalizers"):
             # The last finalizer is gone: upstream deletes during the update, so watchers see only DELETED.
             return self._remove(rt, new)
         return self._commit(rt, old, new, "MODIFIED")
@@ -387,7 +254,7 @@ class Store:
         return new
 
     def _remove(self, rt: ResourceType, old: Obj) -> Obj:
-        meta = _meta(old)
+        meta = meta_of(old)
         self.objects[rt.key].pop((meta.get("namespace"), meta["name"]), None)
         self.rv += 1
         gone = copy.deepcopy(old)
@@ -401,6 +268,11 @@ class Store:
         if len(self.history) >= self.history_size:
             self.history_floor = self.history.popleft().rv
         self.history.append(change)
+        if self.gate.active and self.gate.intercept(change):
+            return
+        self._deliver(change)
+
+    def _deliver(self, change: Change) -> None:
         for listener in list(self.listeners):
             listener(change)
 
@@ -415,11 +287,6 @@ class Store:
         obj.setdefault("apiVersion", rt.api_version())
         obj.setdefault("kind", rt.kind)
 
-    def _validate_name(self, rt: ResourceType, name: str) -> None:
-        if len(name) > 253 or not _NAME_RE.match(name):
-            raise invalid(rt, name, [f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 "
-                                     "subdomain must consist of lower case alphanumeric characters, '-' "
-                                     "or '.', and must start and end with an alphanumeric character"])
 
     def _scope(self, rt: ResourceType, namespace: str | None, meta: Obj) -> str | None:
         if not rt.namespaced:
@@ -440,7 +307,7 @@ class Store:
         if rt.key == ("", "namespaces"):
             obj["status"] = {"phase": "Active"}
         elif rt.key == ("", "nodes"):
-            self._normalise_node(obj)
+            kube_validate.normalise_node(obj)
         elif rt.key == ("", "pods"):
             obj["status"] = {"phase": "Pending"}
         elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
@@ -462,18 +329,14 @@ class Store:
         ``field_validation="Strict"`` (what kubectl sends) turns unknown custom-resource fields into a 400
         instead of pruning them silently, as upstream's server-side field validation does.
         """
-        name = _meta(new).get("name", "")
-        self._validate_meta(rt, name, new)
+        name = meta_of(new).get("name", "")
+        kube_validate.validate_meta(rt, name, new)
         if rt.key == ("", "nodes"):
-            self._validate_node(rt, name, new, old)
+            kube_validate.validate_node(rt, name, new, old)
         elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
-            self._validate_crd(rt, name, new, old)
+            kube_validate.validate_crd(rt, name, new, old, self.types)
         elif rt.key == ("", "events"):
-            involved = new.get("involvedObject")
-            involved_ns = involved.get("namespace") if isinstance(involved, dict) else None
-            if involved_ns and involved_ns != _meta(new).get("namespace"):
-                raise invalid(rt, name, [f"involvedObject.namespace: Invalid value: {involved_ns!r}: "
-                                         "does not match event.namespace"])
+            kube_validate.validate_event(rt, name, new)
         elif rt.schemas:
             version = str(new.get("apiVersion", "")).rpartition("/")[2] or rt.storage_version
             schema = rt.schemas.get(version) or rt.schemas.get(rt.storage_version)
@@ -483,106 +346,11 @@ class Store:
                     raise bad_request("strict decoding error: " + ", ".join(
                         f'unknown field "{f}"' for f in unknown))
                 new, causes = kube_schema.admit(new, schema)
-                if causes:
-                    raise invalid(rt, name, causes)
+                rules = rt.rules.get(version, rt.rules.get(rt.storage_version))
+                cel_causes = kube_cel.validate(rules, new, kube_cel.MISSING if old is None else old)
+                if causes or cel_causes:
+                    raise invalid(rt, name, [*causes, *cel_causes])
         return new
-
-    def _validate_meta(self, rt: ResourceType, name: str, obj: Obj) -> None:
-        """Labels, annotations, finalizers and top-level field types, checked as upstream does."""
-        meta = _meta(obj)
-        causes: list[str] = []
-        for field_name in ("labels", "annotations"):
-            value = meta.get(field_name)
-            if value is None:
-                continue
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                      for k, v in value.items()):
-                causes.append(f"metadata.{field_name}: Invalid value: must be a map of strings to strings")
-                continue
-            for key, val in value.items():
-                if not _qualified_name(key):
-                    causes.append(f"metadata.{field_name}: Invalid value: {key!r}: name part must consist of "
-                                  "alphanumeric characters, '-', '_' or '.', with an optional DNS prefix")
-                if field_name == "labels" and not _LABEL_VALUE_RE.match(val):
-                    causes.append(f"metadata.labels: Invalid value: {val!r}: a valid label must be an empty "
-                                  "string or 63 alphanumeric characters, '-', '_' or '.' at most")
-        finalizers = meta.get("finalizers")
-        if finalizers is not None and (
-                not isinstance(finalizers, list)
-                or not all(isinstance(f, str) and _qualified_name(f) for f in finalizers)):
-            causes.append(f"metadata.finalizers: Invalid value: {finalizers!r}: must be qualified names")
-        for top in ("spec", "status"):
-            if top in obj and obj[top] is not None and not isinstance(obj[top], dict) and not rt.schemas:
-                causes.append(f"{top}: Invalid value: must be an object")
-        if causes:
-            raise invalid(rt, name, causes)
-
-    @staticmethod
-    def _normalise_node(obj: Obj) -> None:
-        spec = obj.get("spec")
-        if not isinstance(spec, dict):
-            return
-        if spec.get("podCIDRs"):
-            spec["podCIDR"] = spec["podCIDRs"][0]
-        elif spec.get("podCIDR"):
-            spec["podCIDRs"] = [spec["podCIDR"]]
-
-    def _validate_node(self, rt: ResourceType, name: str, new: Obj, old: Obj | None) -> None:
-        spec = new.get("spec") or {}
-        cidrs = list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
-        causes: list[str] = []
-        if spec.get("podCIDR") and spec.get("podCIDRs") and spec["podCIDRs"][0] != spec["podCIDR"]:
-            causes.append("spec.podCIDRs[0]: Invalid value: must match spec.podCIDR")
-        families = []
-        for i, cidr in enumerate(cidrs):
-            try:
-                families.append(ipaddress.ip_network(cidr, strict=True).version)
-            except ValueError as e:
-                causes.append(f"spec.podCIDRs[{i}]: Invalid value: {cidr!r}: {e}")
-        if len(cidrs) > 2 or len(set(families)) != len(families):
-            causes.append("spec.podCIDRs: Invalid value: may specify no more than one CIDR for each IP "
-                          "family")
-        if old is not None:
-            old_spec = old.get("spec") or {}
-            old_cidrs = list(old_spec.get("podCIDRs") or [])
-            if old_cidrs and old_cidrs != cidrs:
-                causes.append("spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "
-                              '"" to valid')
-        if causes:
-            raise invalid(rt, name, causes)
-
-    def _validate_crd(self, rt: ResourceType, name: str, new: Obj, old: Obj | None) -> None:
-        spec = new.get("spec")
-        causes: list[str] = []
-        if not isinstance(spec, dict):
-            raise invalid(rt, name, ["spec: Required value"])
-        names = spec.get("names") or {}
-        group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
-        for f, v in (("spec.group", group), ("spec.names.plural", plural), ("spec.names.kind", kind)):
-            if not v or not isinstance(v, str):
-                causes.append(f"{f}: Required value")
-        if spec.get("scope") not in ("Namespaced", "Cluster"):
-            causes.append('spec.scope: Unsupported value: must be "Namespaced" or "Cluster"')
-        versions = spec.get("versions")
-        if not isinstance(versions, list) or not versions:
-            causes.append("spec.versions: Required value")
-            versions = []
-        storage = [v for v in versions if isinstance(v, dict) and v.get("storage")]
-        if versions and len(storage) != 1:
-            causes.append("spec.versions: Invalid value: must have exactly one version marked as storage")
-        if not causes and name != f"{plural}.{group}":
-            causes.append(f"metadata.name: Invalid value: {name!r}: must be "
-                          "spec.names.plural + '.' + spec.group")
-        if old is not None and not causes:
-            old_spec = old["spec"]
-            if old_spec.get("group") != group or old_spec["names"].get("plural") != plural:
-                causes.append("spec.group/spec.names.plural: Invalid value: field is immutable")
-            if old_spec.get("scope") != spec.get("scope"):
-                causes.append("spec.scope: Invalid value: field is immutable")
-        if old is None and not causes and (group, plural) in self.types:
-            causes.append(f"spec.names.plural: Invalid value: {plural!r}: already served in {group!r}")
-        if causes:
-            raise invalid(rt, name, causes)
 
     # ---------------------------------------------------------------------------------------- CRDs
     def _register_crd(self, crd: Obj) -> None:
@@ -602,7 +370,9 @@ class Store:
             schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in versions
                      if (v.get("schema") or {}).get("openAPIV3Schema")},
             printer_columns={v["name"]: list(v.get("additionalPrinterColumns") or []) for v in versions},
-            crd_name=_meta(crd)["name"])
+            rules={v["name"]: kube_cel.compile_schema(v["schema"]["openAPIV3Schema"]) for v in versions
+                   if (v.get("schema") or {}).get("openAPIV3Schema")},
+            crd_name=meta_of(crd)["name"])
 
     def _unregister_crd(self, crd: Obj) -> None:
         key = (crd["spec"]["group"], crd["spec"]["names"]["plural"])
@@ -613,8 +383,8 @@ class Store:
 
     # ---------------------------------------------------------------------------------- namespaces
     def _delete_namespace(self, rt: ResourceType, old: Obj) -> Obj:
-        name = _meta(old)["name"]
-        if not _meta(old).get("deletionTimestamp"):
+        name = meta_of(old)["name"]
+        if not meta_of(old).get("deletionTimestamp"):
             new = copy.deepcopy(old)
             new["metadata"]["deletionTimestamp"] = now_iso()
             new["status"] = {"phase": "Terminating"}
@@ -622,13 +392,13 @@ class Store:
         for other in list(self.types.values()):
             if other.namespaced:
                 for obj in [o for (ns, _), o in list(self.objects[other.key].items()) if ns == name]:
-                    self.delete(other, name, _meta(obj)["name"])
+                    self.delete(other, name, meta_of(obj)["name"])
         return self._maybe_finish_namespace(name) or old
 
     def _maybe_finish_namespace(self, namespace: str) -> Obj | None:
         rt = self.types[("", "namespaces")]
         nsobj = self.objects[rt.key].get((None, namespace))
-        if nsobj is None or not _meta(nsobj).get("deletionTimestamp"):
+        if nsobj is None or not meta_of(nsobj).get("deletionTimestamp"):
             return None
         for t in self.types.values():
             if t.namespaced and any(ns == namespace for (ns, _) in self.objects[t.key]):
@@ -636,5 +406,7 @@ class Store:
         return self._remove(rt, nsobj)
 
     def changes_since(self, rv: int, key: ResKey) -> Iterable[Change]:
-        """History entries of one resource after ``rv`` (caller checks ``history_floor`` first)."""
-        return [c for c in self.history if c.rv > rv and c.key == key]
+        """History entries of one resource after ``rv`` (caller checks ``history_floor`` first), without
+        the changes the watch gate still holds back (they reach the new watch when released)."""
+        held = self.gate.held_rvs if self.gate.active else ()
+        return [c for c in self.history if c.rv > rv and c.key == key and c.rv not in held]

@@ -43,6 +43,7 @@ class Delivery:
         self.pools = Index()
         self.queue: dict[str, list[dict[str, Any] | None]] = {}
         self._last_rv: dict[str, str | None] = {}
+        self._last_uid: dict[str, str | None] = {}
 
     def api_nodes(self) -> dict[str, dict[str, Any]]:
         return {n["metadata"]["name"]: n for n in self.sim.nodes()}
@@ -55,9 +56,13 @@ class Delivery:
         api = self.api_nodes()
         for name, body in api.items():
             rv = body["metadata"]["resourceVersion"]
+            uid = body["metadata"].get("uid")
+            if self._last_uid.get(name) not in (None, uid) and self._last_rv.get(name) is not None:
+                self.queue.setdefault(name, []).append(None)  # re-created: the old object's DELETED first
             if self._last_rv.get(name) != rv:
                 self.queue.setdefault(name, []).append(body)
                 self._last_rv[name] = rv
+            self._last_uid[name] = uid
         for name in [n for n, rv in self._last_rv.items() if rv is not None and n not in api]:
             self.queue.setdefault(name, []).append(None)
             self._last_rv[name] = None
@@ -77,7 +82,9 @@ class Delivery:
         q = self.queue.get(name) or []
         if not q:
             return
-        del q[: min(skip, len(q) - 1)]
+        while skip > 0 and len(q) > 1 and q[0] is not None and q[1] is not None:  # a DELETED is never skipped
+            del q[0]
+            skip -= 1
         body = q.pop(0)
         if body is None:
             gone = self.nodes.get(name)
@@ -103,6 +110,7 @@ class Delivery:
         self.pools.clear()
         self.queue.clear()
         self._last_rv.clear()
+        self._last_uid.clear()
         for name, body in self.api_nodes().items():
             self.nodes.put(name, NodeView.from_body(body))
         self.observe()

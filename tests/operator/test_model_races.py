@@ -21,7 +21,7 @@ import pytest
 
 from routectl.constants import API_VERSION, POOL_KIND
 from routectl.controller.reconcile import Controller
-from routectl.sim.cluster import SimCluster
+from routectl.sim.cluster import SimCluster, kubelet_node
 from tests.operator.ctlharness import Delivery, duplicate_blocks, new_controller, pod_cidrs_of
 
 FOREIGN = "foreign-route-keep-me"
@@ -63,8 +63,17 @@ class Schedule:
             self.kubelets.add(asyncio.create_task(self._kubelet(new[0], delay)))
         elif r < 0.30 and names:
             victim = self.rng.choice(names)
-            await asyncio.to_thread(self.sim.delete_node, victim)
-            self.log.append(f"delete {victim}")
+            if self.rng.random() < 0.3:  # deleted and re-registered under the same name: a new object
+                old = self.sim.kube.get("v1", "Node", victim)
+                await asyncio.to_thread(self.sim.kube.delete, "v1", "Node", victim)
+                zone = old["metadata"]["labels"].get("topology.kubernetes.io/zone", self.sim.zones[0])
+                labels = {"pool": old["metadata"]["labels"].get("pool", "a")}
+                await asyncio.to_thread(self.sim.kube.create,
+                                        kubelet_node(victim, old["spec"]["providerID"], zone, labels))
+                self.log.append(f"re-create {victim}")
+            else:
+                await asyncio.to_thread(self.sim.delete_node, victim)
+                self.log.append(f"delete {victim}")
         elif r < 0.35 and names:
             who, zone = self.rng.choice(names), self.rng.choice(["a", "b"])
             await asyncio.to_thread(self.sim.kube.patch, "v1", "Node", who,

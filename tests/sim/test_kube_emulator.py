@@ -224,13 +224,36 @@ def test_label_and_field_selectors_on_list(api: kubernetes.client.ApiClient) -> 
 def test_namespaced_field_selector_and_events(kube: KubeServer, api: kubernetes.client.ApiClient) -> None:
     core = CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "other"}})
-    for ns in ("default", "other"):
-        core.create_namespaced_event(ns, {"metadata": {"generateName": "ev-"}, "reason": "CIDRAssigned",
-                                          "involvedObject": {"kind": "Node", "name": "n1"}, "type": "Normal"})
+    core.create_namespaced_event("default", {
+        "metadata": {"generateName": "ev-"}, "reason": "CIDRAssigned",
+        "involvedObject": {"kind": "Node", "name": "n1"}, "type": "Normal"})
+    core.create_namespaced_event("other", {
+        "metadata": {"generateName": "ev-"}, "reason": "Started",
+        "involvedObject": {"kind": "Pod", "name": "p1", "namespace": "other"}, "type": "Normal"})
     every = core.list_event_for_all_namespaces(field_selector="metadata.namespace=other")
     assert [e.metadata.namespace for e in every.items] == ["other"]
     assert every.items[0].metadata.name.startswith("ev-")
     assert len(core.list_namespaced_event("default", field_selector="involvedObject.name=n1").items) == 1
+    with pytest.raises(ApiException) as exc:  # a cluster-scoped object's Event outside "default"
+        core.create_namespaced_event("other", {"metadata": {"name": "x"}, "reason": "CIDRAssigned",
+                                               "involvedObject": {"kind": "Node", "name": "n1"}})
+    assert exc.value.status == 422
+    assert _status(exc.value)["message"] == ('Event "x" is invalid: involvedObject.namespace: Invalid value: '
+                                             '"": does not match event.namespace')
+    posted = core.list_namespaced_event("default").items[0].metadata.name
+    with pytest.raises(ApiException) as exc:  # an update that breaks the rule is refused too
+        core.replace_namespaced_event(posted, "default", {"metadata": {"name": posted}, "involvedObject": {
+            "kind": "Pod", "name": "p1", "namespace": "other"}})
+    assert exc.value.status == 422
+    # New-style Events (eventTime set) of cluster-scoped objects may also live in kube-system.
+    core.create_namespaced_event("kube-system", {
+        "metadata": {"name": "new-style"}, "involvedObject": {"kind": "Node", "name": "n1"},
+        "eventTime": "2026-12-02T00:00:00.000000Z", "reportingComponent": "routectl",
+        "reportingInstance": "i", "action": "Assign", "reason": "CIDRAssigned"})
+    with pytest.raises(ApiException) as exc:  # ... but old-style ones not
+        core.create_namespaced_event("kube-system", {"metadata": {"name": "old-style"},
+                                                     "involvedObject": {"kind": "Node", "name": "n1"}})
+    assert exc.value.status == 422
     with pytest.raises(ApiException) as exc:  # an Event lives with its (namespaced) object, as upstream
         core.create_namespaced_event("default", {"metadata": {"name": "x"},
                                                  "involvedObject": {"kind": "Pod", "namespace": "other"}})

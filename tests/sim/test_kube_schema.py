@@ -37,7 +37,11 @@ def test_prune_default_validate_unit() -> None:
     assert out["spec"]["size"] == 24 and out["spec"]["sub"] == {"flag": False}
     assert out["spec"]["free"] == {"any": {"thing": 1}} and out["spec"]["labels"] == {"a": "b"}
     _, causes = admit({"spec": {"size": 0, "port": 1.5, "tags": ["a", "a"]}}, schema)
-    assert len(causes) == 3 and all(c.startswith("spec.") for c in causes)
+    assert len(causes) == 3 and all(c.field.startswith("spec.") for c in causes)
+    assert [str(c) for c in causes] == [
+        "spec.port: Invalid value: 1.5: spec.port in body must be of type integer,string: \"number\"",
+        "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1",
+        'spec.tags[1]: Duplicate value: "a"']
 
 
 def test_real_podcidrpool_crd_and_examples(tmp_path: pathlib.Path) -> None:

@@ -64,3 +64,12 @@ def test_a_holding_is_seen_by_a_serving_set_even_when_a_blamed_set_covers_it_too
     assert a.allocate("new", {"p": "b"}).cidrs == ("10.0.1.0/24",)
     with pytest.raises(CIDRExhaustedError):
         a.allocate("newer", {"p": "b"})
+
+
+def test_seeing_no_podcidr_never_releases_a_holding() -> None:
+    a = Allocator()
+    a.set_pools([pool("p", "10.0.0.0/23")])
+    assert a.allocate("n1", {}).cidrs == ("10.0.0.0/24",)
+    assert a.occupy("n1", []) == []  # a stale view (before our write landed) shows no podCIDR
+    assert a.allocation_of("n1") is not None and "n1" in a.claims(["10.0.0.0/24"])
+    assert a.allocate("n2", {}).cidrs == ("10.0.1.0/24",)
