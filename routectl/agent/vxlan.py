@@ -63,6 +63,7 @@ class VxlanSyncer:
     report: Callable[[str], None] | None = None
     writes: int = 0
     _reported: str | None = field(default=None, repr=False)
+    _ifindex: int | None = field(default=None, repr=False)
 
     @contextmanager
     def _ipr(self) -> Iterator[IPRoute]:
@@ -80,8 +81,9 @@ class VxlanSyncer:
     def _read(self, ipr: IPRoute) -> OverlayState:
         found = ipr.link_lookup(ifname=self.device)
         if not found:
+            self._ifindex = None
             return OverlayState()
-        idx = found[0]
+        idx = self._ifindex = int(found[0])
         link = ipr.get_links(idx)[0]
         info = link.get("IFLA_LINKINFO")
         if info is None or info.get("IFLA_INFO_KIND") != "vxlan":
@@ -139,11 +141,16 @@ class VxlanSyncer:
             return True
 
     def _index(self, ipr: IPRoute) -> int:
-        return int(ipr.link_lookup(ifname=self.device)[0])
+        """Our device's ifindex, looked up once per device incarnation (not once per entry)."""
+        if self._ifindex is None:
+            self._ifindex = int(ipr.link_lookup(ifname=self.device)[0])
+        return self._ifindex
 
     def _apply(self, ipr: IPRoute, op: Op) -> None:
         item = op.item
         self.writes += 1
+        if op.kind == "device":
+            self._ifindex = None  # created or deleted: look it up again
         if op.kind == "device" and op.action == "del":
             ipr.link("del", index=self._index(ipr))
         elif op.kind == "device" and isinstance(item, Device):
