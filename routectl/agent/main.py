@@ -126,11 +126,11 @@ class AgentLoop:
         try:
             result = self.syncer.sync(desired)
         except SysctlError:
-            self._sync_overlay(node)
+            self._sync_overlay(node, pools)
             if self.cni is not None:
                 self.cni.sync(node, overlay=fallback)
             raise
-        result.overlay = self._sync_overlay(node)  # before the CNI config: no pod starts without its path
+        result.overlay = self._sync_overlay(node, pools)  # before the CNI config: no pod without its path
         if self.cni is not None:
             result.cni = self.cni.sync(node, overlay=fallback)
         cni_state = "off" if result.cni is None else (
@@ -144,11 +144,11 @@ class AgentLoop:
                 f"peers={ov.peers} writes={ov.writes} errors={len(ov.errors)}")
         return result
 
-    def _sync_overlay(self, node: dict[str, Any]) -> OverlayResult | None:
+    def _sync_overlay(self, node: dict[str, Any], pools: list[dict[str, Any]]) -> OverlayResult | None:
         """The VXLAN overlay from every Node (None when the agent runs with --no-overlay)."""
         if self.overlay is None:
             return None
-        return self.overlay.sync(str(node["metadata"]["name"]), self.source.list_nodes())
+        return self.overlay.sync(str(node["metadata"]["name"]), self.source.list_nodes, pools)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; failures are logged and retried at the next trigger or resync."""

@@ -278,6 +278,17 @@ def overlay_fallback_for(node: Mapping[str, Any], pools: Iterable[Mapping[str, A
     return False
 
 
+def any_overlay_pool(pools: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any pool has routeLimitFallback: Overlay (only then can a node be put on the overlay)."""
+    for obj in pools:
+        try:
+            if PoolSpec.from_resource(obj).overlay_fallback:
+                return True
+        except PoolSpecError:
+            continue
+    return False
+
+
 def node_projection(node: Mapping[str, Any]) -> tuple[object, ...]:
     """What of a Node the overlay depends on (podCIDRs, InternalIPs, transport): a watch event that does
     not change it (status heartbeats, labels) need not trigger a sync."""

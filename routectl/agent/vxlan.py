@@ -27,6 +27,7 @@ from routectl.agent.overlay import (
     OverlaySettings,
     OverlayState,
     Route,
+    any_overlay_pool,
     compute_overlay,
     diff,
 )
@@ -131,6 +132,11 @@ class VxlanSyncer:
         self._report(result.errors)
         return result
 
+    def has_device(self) -> bool:
+        """Whether a link with our device's name exists (one netlink request)."""
+        with self._ipr() as ipr:
+            return bool(ipr.link_lookup(ifname=self.device))
+
     def cleanup(self) -> bool:
         """Delete our VXLAN device (and with it every entry the agent made); True when it existed."""
         with self._ipr() as ipr:
@@ -203,7 +209,12 @@ class OverlaySync:
     syncer: VxlanSyncer
     underlay_mtu: Callable[[], int | None] = lambda: None
 
-    def sync(self, node_name: str, nodes: Iterable[Mapping[str, Any]]) -> OverlayResult:
-        """Compute this node's overlay from `nodes` and apply it."""
-        desired = compute_overlay(node_name, nodes, self.settings, underlay_mtu=self.underlay_mtu())
+    def sync(self, node_name: str, nodes: Callable[[], Iterable[Mapping[str, Any]]],
+             pools: Iterable[Mapping[str, Any]]) -> OverlayResult:
+        """Compute this node's overlay from every Node (`nodes()`, a list call) and apply it. Without any
+        Overlay pool and without our device nothing can need the overlay: then no Node list at all, so a
+        cluster that never opts in pays nothing for it."""
+        if not any_overlay_pool(pools) and not self.syncer.has_device():
+            return OverlayResult()
+        desired = compute_overlay(node_name, nodes(), self.settings, underlay_mtu=self.underlay_mtu())
         return self.syncer.sync(desired)

@@ -71,3 +71,18 @@ def test_no_overlay_flag_leaves_vxlan_alone(vxns: NetnsFactory, kube: KubeServer
     result = CliRunner().invoke(cli_main, args, env={"NODE_NAME": "node-a"})
     assert result.exit_code == 0, result.output
     assert DEV not in ns.ip("link").stdout
+
+
+def test_without_an_overlay_pool_the_agent_lists_no_nodes(vxns: NetnsFactory, kube: KubeServer,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """A cluster that never opts in pays nothing: no Node list, no device (the all-Nodes watch remains)."""
+    kube.patch(API_VERSION, POOL_KIND, "default", {"spec": {"routeLimitFallback": None}})
+    kube.patch("v1", "Node", "node-c", {"metadata": {"annotations": None}})
+    ns = vxns("node")
+    uplink(ns, 1500)
+    mark = kube.requests.mark()
+    args = ["agent", "--once", "--no-manage-cni", "--netns", ns.name, "--kubeconfig", kube.kubeconfig_path]
+    result = CliRunner().invoke(cli_main, args, env={"NODE_NAME": "node-a"})
+    assert result.exit_code == 0, result.output
+    lists = [r for r in kube.requests.select(verb="list", resource="nodes", since=mark)]
+    assert lists == [] and DEV not in ns.ip("link").stdout

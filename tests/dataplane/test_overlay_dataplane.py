@@ -44,6 +44,7 @@ pytestmark = pytest.mark.dataplane
 
 NODES = {**scenario.NODES, "c": NodeSpec("10.0.0.12", ("10.244.2.0/24",))}
 DEV = "routectl.vxlan"
+OVERLAY_POOL = {**scenario.POOL, "spec": {**scenario.POOL["spec"], "routeLimitFallback": "Overlay"}}
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def overlay_syncs(topo: topology.Topology) -> dict[str, OverlaySync]:
 def apply(syncs: dict[str, OverlaySync], overlay: set[str]) -> None:
     """Every node's agent syncs its overlay against the same Node list."""
     for n, s in syncs.items():
-        result = s.sync(f"node-{n}", node_list(overlay))
+        result = s.sync(f"node-{n}", lambda: node_list(overlay), [OVERLAY_POOL])
         assert result.errors == (), result.errors
 
 
