@@ -96,7 +96,7 @@ async def test_failed_event_posts_are_logged_rate_limited_and_land_in_default(
     sim, _, _ = harness
     client = KubeClient(sim.kube.url)
     try:
-        rec = EventRecorder(client, log_every=60.0)
+        rec = EventRecorder(client, "routectl-system", log_every=60.0)  # a Node's Event still goes to default
         node = {"kind": "Node", "apiVersion": "v1", "name": "node-0001", "uid": "u1"}
         await rec.post(node, "Normal", "Ok", "first")
         events = sim.kube.list("v1", "Event", "default")
