@@ -34,6 +34,8 @@ EVENT_POOL_INVALID = "PoolInvalid"
 EVENT_MASQUERADE_INVALID = "MasqueradeConfigInvalid"
 # The agent could not write the node's CNI config (bad podCIDR, plugins missing, directory not writable).
 EVENT_CNI_CONFIG_FAILED = "CNIConfigFailed"
+# The agent could not apply the node's VXLAN overlay (no InternalIP, a foreign device, netlink refused).
+EVENT_OVERLAY_FAILED = "OverlayFailed"
 
 # Pool condition types.
 POOL_READY = "Ready"
@@ -50,3 +52,12 @@ MAX_BLOCKS_BITS = 16
 
 # Agent's iptables chain and comment prefix.
 MASQ_CHAIN = "ROUTECTL-MASQ"
+
+# Node annotation the controller owns: the node's pod traffic goes over the VXLAN overlay because its
+# route did not fit the cloud route table (pool spec.routeLimitFallback: Overlay). Agents read it.
+TRANSPORT_ANNOTATION = f"{GROUP}/transport"
+TRANSPORT_OVERLAY = "overlay"
+# PodCIDRPool spec.routeLimitFallback values.
+ROUTE_LIMIT_FALLBACK_NONE = "None"
+ROUTE_LIMIT_FALLBACK_OVERLAY = "Overlay"
+ROUTE_LIMIT_FALLBACKS = (ROUTE_LIMIT_FALLBACK_NONE, ROUTE_LIMIT_FALLBACK_OVERLAY)

@@ -7,6 +7,7 @@ watch can delay a change by at most one resync period and never leaves stale sta
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from routectl.agent.overlay import node_projection
 from routectl.constants import EVENT_MASQUERADE_INVALID, GROUP, POOL_PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,15 @@ def load_api_client(kubeconfig: str | None) -> client.ApiClient:
 class KubeSource:
     """Reads this node and the pools, triggers syncs from watches and records Events on the Node."""
 
-    def __init__(self, api: client.ApiClient, node_name: str) -> None:
+    def __init__(self, api: client.ApiClient, node_name: str, *, watch_all_nodes: bool = False) -> None:
         self.api = api
+        self.watch_all_nodes = watch_all_nodes  # the overlay: any Node's podCIDRs/IP/transport matter
         self.node_name = node_name
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self._watches: list[watch.Watch] = []
         self._node_uid: str | None = None
+        self._projections: dict[str, tuple[object, ...]] = {}
 
     def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The Node (as a camelCase dict) and every PodCIDRPool."""
@@ -53,6 +57,11 @@ class KubeSource:
         self._node_uid = (node.get("metadata") or {}).get("uid")
         pools = self.custom.list_cluster_custom_object(GROUP, VERSION, POOL_PLURAL)
         return node, list(pools.get("items") or [])
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every Node as a plain dict (read-only; the overlay needs their podCIDRs, IPs and transport)."""
+        resp = self.core.list_node(_preload_content=False)
+        return list(json.loads(resp.data).get("items") or [])
 
     def record_event(self, message: str, reason: str = EVENT_MASQUERADE_INVALID) -> None:
         """A Warning Event on the Node (namespace default, as the kubelet does) with `message`."""
@@ -78,8 +87,9 @@ class KubeSource:
 
     def start_watches(self, trigger: threading.Event, stop: threading.Event) -> list[threading.Thread]:
         """Background threads setting `trigger` on any change of this Node or of any pool."""
+        own = {} if self.watch_all_nodes else {"field_selector": f"metadata.name={self.node_name}"}
         streams: list[tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
-            ("node", self.core.list_node, (), {"field_selector": f"metadata.name={self.node_name}"}),
+            ("node", self.core.list_node, (), own),
             ("pools", self.custom.list_cluster_custom_object, (GROUP, VERSION, POOL_PLURAL), {}),
         ]
         threads = []
@@ -95,6 +105,23 @@ class KubeSource:
         for w in list(self._watches):
             w.stop()
 
+    def _node_changed(self, event: dict[str, Any]) -> bool:
+        """Whether a Node watch event can change a sync: always for our own Node; for the others (watched
+        for the overlay) only when their podCIDRs, InternalIPs or transport change, so 5,000 nodes'
+        status updates do not make every agent re-list every Node."""
+        obj = self.api.sanitize_for_serialization(event.get("object"))
+        name = (obj.get("metadata") or {}).get("name") if isinstance(obj, dict) else None
+        if name is None or name == self.node_name:
+            return True
+        seen = node_projection(obj) if event.get("type") != "DELETED" else None
+        if self._projections.get(name, ()) == seen:
+            return False
+        if seen is None:
+            self._projections.pop(name, None)
+        else:
+            self._projections[name] = seen
+        return True
+
     def _watch_loop(self, name: str, func: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any], trigger: threading.Event, stop: threading.Event) -> None:
         backoff = 1.0
@@ -102,9 +129,10 @@ class KubeSource:
             w = watch.Watch()
             self._watches.append(w)
             try:
-                for _event in w.stream(func, *args, timeout_seconds=_WATCH_SECONDS,
-                                       _request_timeout=_WATCH_SECONDS + 30, **kwargs):
-                    trigger.set()
+                for event in w.stream(func, *args, timeout_seconds=_WATCH_SECONDS,
+                                      _request_timeout=_WATCH_SECONDS + 30, **kwargs):
+                    if name != "node" or self._node_changed(event):
+                        trigger.set()
                     backoff = 1.0
                     if stop.is_set():
                         break

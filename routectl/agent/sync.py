@@ -23,6 +23,7 @@ from routectl.routes.model import node_pod_cidrs as pod_cidr_texts
 
 if TYPE_CHECKING:
     from routectl.agent.cnisync import CniResult
+    from routectl.agent.vxlan import OverlayResult
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class SyncResult:
     errors: tuple[str, ...] = ()
     kept_last_good: bool = False
     cni: CniResult | None = None
+    overlay: OverlayResult | None = None  # the VXLAN overlay sync's result when the agent runs it
 
 
 @dataclass

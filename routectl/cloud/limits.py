@@ -13,7 +13,10 @@ from typing import Literal
 
 from routectl.routes.model import LimitWarning, RouteAction, TableCapacity, family_of
 
-OVERLAY_HINT = "or move the cluster to an overlay network (e.g. VXLAN) instead of VPC routes"
+OVERLAY_HINT = ("or move the cluster to an overlay network (e.g. VXLAN) instead of VPC routes, or set "
+                "spec.routeLimitFallback: Overlay on the pool so only the nodes that do not fit use "
+                "routectl's VXLAN overlay (UDP 8472 must be open between nodes; routectl cannot verify "
+                "the firewall)")
 
 
 @dataclass

@@ -94,6 +94,13 @@ class SyncResult:
     routes_programmed: int
 
 
+def oldest_first(creates: list[RouteAction], nodes: Sequence[NodeRoutes]) -> list[RouteAction]:
+    """Creates ordered by their node's age (creationTimestamp), oldest first, nodes of unknown age last;
+    a stable sort, so the address order is kept among equals (and entirely when no age is known)."""
+    age = {n.name: n.created for n in nodes}
+    return sorted(creates, key=lambda a: (not age.get(a.node), age.get(a.node) or ""))
+
+
 def _calls_delta(before: CallStats, after: CallStats) -> CallStats:
     calls = {k: v - before.calls.get(k, 0) for k, v in after.calls.items() if v - before.calls.get(k, 0)}
     return CallStats(calls, after.throttled - before.throttled, after.errors - before.errors)
@@ -416,7 +423,7 @@ class RouteReconciler:
             actual = [r for r in actual if route_key(r) in desired]
         actions = diff_routes(desired, actual, self.cluster_cidrs)
         deletes = [a for a in actions if a.kind == "delete"]
-        creates = [a for a in actions if a.kind == "create"]
+        creates = oldest_first([a for a in actions if a.kind == "create"], candidates)
         fit = fit_creates(creates, deletes, caps, self.warn_percent)
         keeps = [a for a in actions if a.kind == "keep"]
         todo = deletes + [a for a in actions if a.kind == "replace"] + fit.fits

@@ -240,6 +240,12 @@ async def patch_node_condition(client: KubeClient, name: str, condition: dict[st
     return await client.request("PATCH", f"/api/v1/nodes/{name}/status", body, content_type=STRATEGIC)
 
 
+async def patch_node_annotation(client: KubeClient, name: str, key: str, value: str | None) -> dict[str, Any]:
+    """Merge-patch one annotation of a Node (None removes it); nothing else of the Node is touched."""
+    body = {"metadata": {"annotations": {key: value}}}
+    return await client.request("PATCH", f"/api/v1/nodes/{name}", body, content_type=MERGE)
+
+
 # ---------------------------------------------------------------------------------------------- pools
 async def patch_pool_status(client: KubeClient, name: str, status: dict[str, Any]) -> dict[str, Any]:
     """Merge-patch a PodCIDRPool's status subresource."""

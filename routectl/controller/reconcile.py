@@ -33,7 +33,6 @@ from routectl.controller.state import IndexViews, NetworkState, NodeView, PoolVi
 from routectl.ipam.allocator import Allocator
 from routectl.ipam.errors import IPAMError
 from routectl.ipam.model import PoolSpec
-from routectl.routes.model import NodeRoutes
 
 if TYPE_CHECKING:
     from routectl.cloud.reconcile import RouteReconciler
@@ -276,7 +275,7 @@ class Controller:
             return
         if self.routes is None:
             return  # no pool, no cluster CIDR: nothing of ours to route
-        status = await self.routing.ensure(NodeRoutes(view.name, view.uid, view.provider_id, canon(cidrs)))
+        status = await self.routing.ensure(self.routing.node_routes(view, canon(cidrs)))
         await self.reporter.apply_route_status(view, status)
         self.reporter.touch()
 
@@ -347,7 +346,7 @@ class Controller:
         if self.routes is None:
             await self._remove_gone()
             return
-        nodes = [NodeRoutes(v.name, v.uid, v.provider_id, canon(v.pod_cidrs))
+        nodes = [self.routing.node_routes(v, canon(v.pod_cidrs))
                  for v in live.values() if v.pod_cidrs and self.assigner.problem(v.name) is None]
         result = await self.routing.sync(nodes, initial)
         if result is None:

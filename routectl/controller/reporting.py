@@ -17,6 +17,8 @@ from routectl.constants import (
     EVENT_ROUTE_LIMIT_NEARING,
     EVENT_ROUTE_LIMIT_REACHED,
     POOL_KIND,
+    TRANSPORT_ANNOTATION,
+    TRANSPORT_OVERLAY,
 )
 from routectl.controller import kube
 from routectl.controller.allocation import AllocationBook, newer
@@ -34,6 +36,7 @@ from routectl.controller.state import (
     route_state,
     status_differs,
 )
+from routectl.routes.fallback import REASON_ROUTE_OVERLAY, TransportDecision, decide, reached_for
 from routectl.routes.model import LimitWarning, NodeRouteStatus, TableCapacity
 
 if TYPE_CHECKING:
@@ -63,6 +66,8 @@ class Reporter:
         self.dirty = asyncio.Event()  # pool status may need a refresh
         self._written: dict[str, tuple[NetworkState, str]] = {}
         self._pool_written: dict[str, dict[str, Any]] = {}
+        self.overlay_pools: set[str] = set()  # pools with spec.routeLimitFallback: Overlay
+        self._on_overlay: dict[str, bool] = {}  # our last write of each node's transport annotation
 
     def touch(self) -> None:
         """Something a pool status shows changed: the status loop writes it soon (debounced)."""
@@ -73,6 +78,7 @@ class Reporter:
         self.not_waiting(node)
         self.route_status.pop(node, None)
         self._written.pop(node, None)
+        self._on_overlay.pop(node, None)
 
     # ------------------------------------------------------------------------------ waiting nodes
     def mark_waiting(self, pool: str, node: str, why: str) -> None:
@@ -87,7 +93,8 @@ class Reporter:
 
     def waits_for_room(self) -> bool:
         """True when a node's routes were refused for the route limit (freed room should be used soon)."""
-        return any(s.message.startswith(REASON_ROUTE_LIMIT) for s in self.route_status.values() if not s.ok)
+        return any((not s.ok and s.message.startswith(REASON_ROUTE_LIMIT)) or s.reason == REASON_ROUTE_OVERLAY
+                   for s in self.route_status.values())
 
     # ------------------------------------------------------------------------------------ events
     async def event_node(self, view: NodeView, etype: str, reason: str, message: str) -> None:
@@ -122,13 +129,40 @@ class Reporter:
 
     # -------------------------------------------------------------------------------- conditions
     async def apply_route_status(self, view: NodeView, status: NodeRouteStatus) -> None:
-        """Turn a per-node route result into the node's condition (written only when it changes)."""
-        state = route_state(status.ok, status.reason, status.message)
+        """Turn a per-node route result into the node's transport (routes/fallback.py decides; only pools
+        with routeLimitFallback: Overlay ever move a node) and its condition (written only on change)."""
+        alloc = self.book.allocation_of(view.name)
+        fallback = alloc is not None and alloc.pool in self.overlay_pools
+        on_overlay = self._on_overlay.get(view.name, view.transport == TRANSPORT_OVERLAY)
+        decision = decide(status, fallback, on_overlay, reached_for(status, self.warnings))
+        if decision.changed and not await self._set_transport(view, decision):
+            decision = TransportDecision(False, status)  # annotation not written: report the route verdict
+        if decision.overlay:
+            state = NetworkState(True, REASON_ROUTE_OVERLAY, decision.status.message)
+        else:
+            state = route_state(decision.status.ok, decision.status.reason, decision.status.message)
         previous = self.route_status.get(view.name)
         self.route_status[view.name] = state
         if not state.ok and previous != state:
             await self.event_node(view, "Warning", EVENT_FAILED_TO_CREATE_ROUTE, state.message)
         await self.set_condition(view, state)
+
+    async def _set_transport(self, view: NodeView, decision: TransportDecision) -> bool:
+        """Add or remove the node's transport annotation and post the decision's Event; False when the
+        write failed (then nothing changed and the next sync tries again)."""
+        try:
+            await kube.patch_node_annotation(self.client, view.name, TRANSPORT_ANNOTATION,
+                                             TRANSPORT_OVERLAY if decision.overlay else None)
+        except ApiError as exc:
+            if exc.status != 404:
+                log.warning("writing the transport annotation of node %s failed: %s", view.name, exc)
+            return False
+        self.metrics.node_writes.labels("transport").inc()
+        self._on_overlay[view.name] = decision.overlay
+        if decision.event is not None:
+            reason, message = decision.event
+            await self.event_node(view, "Warning" if decision.overlay else "Normal", reason, message)
+        return True
 
     async def set_condition(self, view: NodeView, state: NetworkState) -> None:
         """Write the node's NetworkUnavailable condition unless it (or our last write of it) says so."""
@@ -167,7 +201,12 @@ class Reporter:
         if facts.deleting:
             facts.holder_cidrs = {n: a.cidrs for n in facts.holders
                                   if (a := allocator.allocation_of(n)) is not None}
-        facts.routes_programmed = sum(1 for n in facts.holders if (s := self.route_status.get(n)) and s.ok)
+        facts.routes_programmed = sum(1 for n in facts.holders if (s := self.route_status.get(n)) and s.ok
+                                      and s.reason != REASON_ROUTE_OVERLAY)
+        if view.name in self.overlay_pools:
+            overlay = sum(1 for n in facts.holders if (s := self.route_status.get(n))
+                          and s.reason == REASON_ROUTE_OVERLAY)
+            facts.transports = (facts.routes_programmed, overlay)
         waiting = self.waiting.get(view.name) or {}
         if facts.free == 0 and waiting:  # full, and someone waits (room again: they are served at once)
             facts.exhausted = f"{len(waiting)} node(s) wait for a block: " + next(iter(waiting.values()))
@@ -188,7 +227,7 @@ class Reporter:
         for view in routable.values():
             desired += len(view.pod_cidrs) * tables
             state = self.route_status.get(view.name)
-            if state is not None and state.ok:
+            if state is not None and state.ok and state.reason != REASON_ROUTE_OVERLAY:
                 actual += len(view.pod_cidrs) * tables
         self.metrics.routes_desired.set(desired)
         self.metrics.routes_actual.set(actual)

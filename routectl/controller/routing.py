@@ -46,6 +46,7 @@ class Routing:
         self.cluster_cidrs: tuple[str, ...] = ()
         self.warn_percent = DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
         self.node_masks: dict[str, int] = {}
+        self.by_age = False
         self.book = book
         self.lock = lock
         self.reporter = reporter
@@ -61,6 +62,10 @@ class Routing:
         """Build the route reconciler for the pools' CIDRs, or point it at a changed set of CIDRs."""
         cidrs, warn = route_scope(specs)
         masks = node_masks(specs)
+        self.reporter.overlay_pools = {s.name for s in specs if s.overlay_fallback}
+        # with any pool falling back to the overlay, room goes to the oldest nodes first (so overlay nodes
+        # move back oldest first); without, today's address order is kept exactly
+        self.by_age = bool(self.reporter.overlay_pools)
         unchanged = (cidrs, warn, masks) == (self.cluster_cidrs, self.warn_percent, self.node_masks)
         if not cidrs or (self.routes is not None and unchanged):
             return
@@ -73,6 +78,11 @@ class Routing:
         # ownership = exactly one node block of a pool, so the reconciler needs each pool's node masks
         await asyncio.to_thread(self.routes.set_node_masks, masks)
         self.cluster_cidrs, self.warn_percent, self.node_masks = cidrs, warn, masks
+
+    def node_routes(self, view: NodeView, cidrs: tuple[str, ...]) -> NodeRoutes:
+        """The route layer's view of a node (its age only when room is handed out by age)."""
+        return NodeRoutes(view.name, view.uid, view.provider_id, cidrs,
+                          created=view.created if self.by_age else "")
 
     async def close(self) -> None:
         """Stop the reconciler's worker threads."""

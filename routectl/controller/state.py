@@ -18,6 +18,7 @@ from routectl.constants import (
     POOL_ROUTE_LIMIT_REACHED,
     REASON_NO_ROUTE_CREATED,
     REASON_ROUTE_CREATED,
+    TRANSPORT_ANNOTATION,
 )
 from routectl.routes.model import node_pod_cidrs
 
@@ -34,6 +35,8 @@ class NodeView:
     resource_version: str
     deleting: bool
     condition: Mapping[str, Any] | None  # the current NetworkUnavailable condition, if any
+    transport: str | None = None  # the routectl.io/transport annotation ("overlay"), if any
+    created: str = ""  # metadata.creationTimestamp: route room goes to older nodes first
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NodeView:
@@ -54,6 +57,8 @@ class NodeView:
             resource_version=str(meta.get("resourceVersion", "")),
             deleting=bool(meta.get("deletionTimestamp")),
             condition=cond,
+            transport=(meta.get("annotations") or {}).get(TRANSPORT_ANNOTATION),
+            created=str(meta.get("creationTimestamp") or ""),
         )
 
 
@@ -145,6 +150,7 @@ class PoolFacts:
     tables: Sequence[Mapping[str, Any]] = ()           # [{id, used, limit}]
     nearing: str | None = None          # route limit nearing message
     reached: str | None = None          # route limit reached message (with the quota/overlay advice)
+    transports: tuple[int, int] | None = None  # (routed, overlay) nodes, for pools with overlay fallback
 
 
 def _cond(ctype: str, status: bool, reason: str, message: str) -> dict[str, Any]:
@@ -196,6 +202,8 @@ def pool_status(f: PoolFacts, previous: Mapping[str, Any] | None, now: str) -> d
         "routeTables": [dict(t) for t in f.tables],
         "conditions": conditions,
     }
+    if f.transports is not None:
+        status["routedNodes"], status["overlayNodes"] = f.transports
     if f.deleting and f.holders:  # say which nodes keep the pool alive
         status["nodes"] = [{"name": n, "cidrs": list(f.holder_cidrs.get(n, ()))} for n in f.holders]
     elif previous and previous.get("nodes"):

@@ -19,6 +19,9 @@ from routectl.constants import (
     DEFAULT_IPV6_MASK,
     DEFAULT_ROUTE_LIMIT_WARNING_PERCENT,
     POOL_KIND,
+    ROUTE_LIMIT_FALLBACK_NONE,
+    ROUTE_LIMIT_FALLBACK_OVERLAY,
+    ROUTE_LIMIT_FALLBACKS,
 )
 from routectl.ipam.errors import PoolSpecError
 from routectl.ipam.netutil import Network, parse_cidr
@@ -49,6 +52,14 @@ class PoolSpec:
     masquerade: MasqueradeSpec = field(default_factory=MasqueradeSpec)
     route_limit_warning_percent: int = DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
     creation_timestamp: str = ""
+    # spec.routeLimitFallback: what a node gets when its route does not fit the table ("None": flag it;
+    # "Overlay": the agents carry its pods' traffic over VXLAN)
+    route_limit_fallback: str = ROUTE_LIMIT_FALLBACK_NONE
+
+    @property
+    def overlay_fallback(self) -> bool:
+        """Whether nodes of this pool fall back to the VXLAN overlay when their route is refused."""
+        return self.route_limit_fallback == ROUTE_LIMIT_FALLBACK_OVERLAY
 
     def __hash__(self) -> int:
         return hash((self.name, self.cidrs, self.ipv4_mask, self.ipv6_mask, self.reserved))
@@ -99,6 +110,8 @@ class PoolSpec:
             },
             "routeLimitWarningPercent": self.route_limit_warning_percent,
         }
+        if self.route_limit_fallback != ROUTE_LIMIT_FALLBACK_NONE:
+            spec["routeLimitFallback"] = self.route_limit_fallback
         if self.node_selector:
             spec["nodeSelector"] = dict(self.node_selector)
         if self.reserved:
@@ -154,6 +167,10 @@ def _from_resource(cls: type[PoolSpec], obj: Mapping[str, Any]) -> PoolSpec:
         if not isinstance(link_local, bool):
             raise PoolSpecError(f"spec.masquerade.masqLinkLocal must be true or false, got {link_local!r}")
         created = meta.get("creationTimestamp") or ""
+        fallback = spec.get("routeLimitFallback", ROUTE_LIMIT_FALLBACK_NONE)
+        if fallback not in ROUTE_LIMIT_FALLBACKS:
+            raise PoolSpecError(f"spec.routeLimitFallback must be one of {', '.join(ROUTE_LIMIT_FALLBACKS)}, "
+                                f"got {fallback!r}")
         return cls(
             name=name,
             cidrs=cidrs,
@@ -173,6 +190,7 @@ def _from_resource(cls: type[PoolSpec], obj: Mapping[str, Any]) -> PoolSpec:
                 DEFAULT_ROUTE_LIMIT_WARNING_PERCENT,
             ),
             creation_timestamp=str(created),
+            route_limit_fallback=fallback,
         )
     except PoolSpecError as exc:
         raise PoolSpecError(where + str(exc)) from None

@@ -72,7 +72,9 @@ def render_pools(pools: Sequence[Mapping[str, Any]]) -> str:
     for p in pools:
         ready = next((c for c in p["conditions"] if c["type"] == "Ready"), None)
         rows.append((p["name"], ",".join(p["cidrs"]), p.get("nodeMaskSizeIPv4"), p.get("allocated"),
-                     p.get("free"), p.get("capacity"), p.get("routesProgrammed"),
+                     p.get("free"), p.get("capacity"),
+                     f"{p.get('routesProgrammed')} (+{p.get('overlayNodes') or 0} overlay)"
+                     if "overlayNodes" in p else p.get("routesProgrammed"),
                      f"{ready['status']} ({ready['reason']})" if ready else None))
     return table(("POOL", "CIDRS", "MASK", "ALLOCATED", "FREE", "CAPACITY", "ROUTED", "READY"), rows)
 
@@ -117,8 +119,10 @@ def render_simulate(report: Mapping[str, Any]) -> str:
 def simulate_summary(report: Mapping[str, Any]) -> str:
     """The final line: converged or not, in how long, nodes routed / without routes, warnings."""
     s = report["summary"]
-    counts = (f"{s['nodes']} nodes, {s['routed']} routed, {s['withoutRoute']} without route, "
-              f"{s['warnings']} warning(s)")
+    overlay = f"{s['overlay']} on the overlay, " if "overlay" in s else ""
+    working = f" ({s['working']} working)" if "working" in s else ""
+    counts = (f"{s['nodes']} nodes{working}, {s['routed']} routed, {overlay}{s['withoutRoute']} without "
+              f"route, {s['warnings']} warning(s)")
     if report["converged"]:
         return f"Converged in {report['elapsedSeconds']:.1f}s on {report['cloud']}: {counts}."
     return (f"NOT converged after {report['elapsedSeconds']:.1f}s on {report['cloud']}: {counts}. "

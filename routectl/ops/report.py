@@ -18,7 +18,9 @@ from routectl.constants import (
     POOL_READY,
     POOL_ROUTE_LIMIT_NEARING,
     POOL_ROUTE_LIMIT_REACHED,
+    TRANSPORT_ANNOTATION,
 )
+from routectl.routes.fallback import REASON_ROUTE_OVERLAY
 from routectl.routes.model import CloudRoute, LimitWarning, TableCapacity, node_pod_cidrs
 from routectl.routes.model import canonical_or_raw as canon
 
@@ -77,8 +79,12 @@ def node_entry(node: Obj, by_dest: Mapping[str, list[CloudRoute]]) -> dict[str, 
     cidrs = pod_cidrs(node)
     routes = [{"table": r.table, "destination": canon(r.destination), "nextHop": r.target, "state": r.state}
               for c in cidrs for r in sorted(by_dest.get(canon(c), []), key=lambda r: r.table)]
-    return {"name": name_of(node), "podCIDRs": cidrs, "routes": routes,
-            "networkUnavailable": network_unavailable(node)}
+    entry = {"name": name_of(node), "podCIDRs": cidrs, "routes": routes,
+             "networkUnavailable": network_unavailable(node)}
+    transport = ((node.get("metadata") or {}).get("annotations") or {}).get(TRANSPORT_ANNOTATION)
+    if transport:
+        entry["transport"] = transport  # "overlay": the node's route did not fit (routeLimitFallback)
+    return entry
 
 
 def pool_entry(pool: Obj) -> dict[str, Any]:
@@ -94,6 +100,8 @@ def pool_entry(pool: Obj) -> dict[str, Any]:
         "free": status.get("free"),
         "capacity": status.get("capacity"),
         "routesProgrammed": status.get("routesProgrammed"),
+        **({"routeLimitFallback": spec["routeLimitFallback"], "routedNodes": status.get("routedNodes"),
+            "overlayNodes": status.get("overlayNodes")} if spec.get("routeLimitFallback") else {}),
         "conditions": [{k: str(c.get(k, "")) for k in ("type", "status", "reason", "message")}
                        for c in status.get("conditions") or []],
     }
@@ -179,9 +187,14 @@ def warnings(limit_warnings: Sequence[LimitWarning] | None, caps: Sequence[Table
 def summary(nodes: Sequence[Mapping[str, Any]], warning_list: Sequence[Any]) -> dict[str, int]:
     """Counts: nodes, with a podCIDR, routed (NetworkUnavailable False), unrouted, warnings."""
     with_cidr = sum(1 for n in nodes if n["podCIDRs"])
-    routed = sum(1 for n in nodes if n["networkUnavailable"]["status"] == "False")
-    return {"nodes": len(nodes), "withPodCIDR": with_cidr, "routed": routed,
-            "withoutRoute": len(nodes) - routed, "warnings": len(warning_list)}
+    working = sum(1 for n in nodes if n["networkUnavailable"]["status"] == "False")
+    overlay = sum(1 for n in nodes if n["networkUnavailable"]["status"] == "False"
+                  and n["networkUnavailable"]["reason"] == REASON_ROUTE_OVERLAY)
+    out = {"nodes": len(nodes), "withPodCIDR": with_cidr, "routed": working - overlay,
+           "withoutRoute": len(nodes) - working, "warnings": len(warning_list)}
+    if overlay or any("transport" in n for n in nodes):  # only with the overlay fallback: as before otherwise
+        out.update(working=working, overlay=overlay)
+    return out
 
 
 def simulate_report(*, cloud: str, converged: bool, elapsed: float, failure: str | None,

@@ -25,17 +25,24 @@ NETWORK_UNAVAILABLE = _obj({"status": {"enum": ["True", "False", "Unknown"]}, "r
                             "message": _STR})
 ROUTE = _obj({"table": _STR, "destination": _STR, "nextHop": _NSTR, "state": _STR})
 NODE = _obj({"name": _STR, "podCIDRs": {"type": "array", "items": _STR},
-             "routes": {"type": "array", "items": ROUTE}, "networkUnavailable": NETWORK_UNAVAILABLE})
+             "routes": {"type": "array", "items": ROUTE}, "networkUnavailable": NETWORK_UNAVAILABLE,
+             "transport": {"enum": ["overlay"]}}, ["name", "podCIDRs", "routes", "networkUnavailable"])
 POOL = _obj({"name": _STR, "cidrs": {"type": "array", "items": _STR}, "nodeMaskSizeIPv4": _NINT,
              "nodeSelector": {"type": "object", "additionalProperties": _STR},
              "allocated": _NINT, "free": _NINT, "capacity": _NINT, "routesProgrammed": _NINT,
-             "conditions": {"type": "array", "items": CONDITION}})
+             "conditions": {"type": "array", "items": CONDITION},
+             "routeLimitFallback": {"enum": ["None", "Overlay"]}, "routedNodes": _NINT,
+             "overlayNodes": _NINT},
+            ["name", "cidrs", "nodeMaskSizeIPv4", "nodeSelector", "allocated", "free", "capacity",
+             "routesProgrammed", "conditions"])
 # note: why the limit is not the quota's (learned from the cloud's refusal, quota unreadable), else ""
 ROUTE_TABLE = _obj({"id": _STR, "used": _INT, "limit": _INT, "free": _INT, "quota": _STR, "note": _STR})
 WARNING_KINDS = ["RouteLimitReached", "RouteLimitNearing", "Exhausted", "Invalid", "InUse"]
 WARNING = _obj({"kind": {"enum": WARNING_KINDS}, "pool": _NSTR, "table": _NSTR, "used": _NINT, "limit": _NINT,
                 "refused": _INT, "message": _STR, "advice": {"type": "array", "items": _STR}})
-SUMMARY = _obj({"nodes": _INT, "withPodCIDR": _INT, "routed": _INT, "withoutRoute": _INT, "warnings": _INT})
+SUMMARY = _obj({"nodes": _INT, "withPodCIDR": _INT, "routed": _INT, "withoutRoute": _INT, "warnings": _INT,
+                "working": _INT, "overlay": _INT},
+               ["nodes", "withPodCIDR", "routed", "withoutRoute", "warnings"])
 
 SIMULATE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -48,7 +55,8 @@ SIMULATE_SCHEMA: dict[str, Any] = {
         "failure": _NSTR,
         "elapsedSeconds": {"type": "number", "minimum": 0},
         "settings": _obj({"nodes": _INT, "poolCIDR": _STR, "mask": _INT, "routeLimit": _NINT,
-                          "timeout": {"type": "number"}}),
+                          "timeout": {"type": "number"}, "overflow": {"enum": ["overlay"]}},
+                         ["nodes", "poolCIDR", "mask", "routeLimit", "timeout"]),
         "pools": {"type": "array", "items": POOL},
         "nodes": {"type": "array", "items": NODE},
         "routeTables": {"type": "array", "items": ROUTE_TABLE},

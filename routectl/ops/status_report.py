@@ -21,6 +21,7 @@ from routectl.ops.report import (
     table_entry,
     warnings,
 )
+from routectl.routes.fallback import REASON_ROUTE_OVERLAY
 
 Obj = Mapping[str, Any]
 REASON_NO_POD_CIDR = "NoPodCIDR"
@@ -63,6 +64,8 @@ def node_without_route(node: Obj, plan: RoutePlan | None, by_dest: Mapping[str, 
         return {**entry, "reason": REASON_NO_POD_CIDR, "message": msg}
     if cond["status"] != "False":
         return {**entry, "reason": detail_reason(cond), "message": cond["message"]}
+    if cond["reason"] == REASON_ROUTE_OVERLAY:  # no route by design: on the VXLAN overlay
+        return {**entry, "reason": REASON_ROUTE_OVERLAY, "message": cond["message"]}
     if plan is not None:
         tables = [c.table for c in plan.tables]
         have = {(r.table, canon(r.destination)) for r in routes if r.state == "active"}

@@ -22,6 +22,9 @@ class NodeRoutes:
     uid: str
     provider_id: str | None
     pod_cidrs: tuple[str, ...] = ()
+    # metadata.creationTimestamp (ISO 8601; "" unknown): when the table is short of room, older nodes'
+    # creates are admitted first, so overlay nodes move back to routes oldest first
+    created: str = ""
 
 
 @dataclass(frozen=True)

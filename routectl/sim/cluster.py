@@ -32,6 +32,7 @@ from routectl.constants import (
     REASON_ROUTE_CREATED,
 )
 from routectl.controller.config import Config
+from routectl.routes.fallback import REASON_ROUTE_OVERLAY
 
 # What a kubelet (with an external cloud provider) writes when it registers: no route yet.
 KUBELET_NO_ROUTE_MESSAGE = "Node created without a route"
@@ -80,6 +81,7 @@ def settled_by_routectl(node: dict[str, Any]) -> bool:
 
 
 @dataclass
+
 class NodeReport:
     """One node as the simulation shows it."""
 
@@ -90,6 +92,11 @@ class NodeReport:
     network_unavailable: str     # "False"/"True"
     reason: str
     message: str
+
+
+# The simulated AWS account's routes per table and family: the pre-2025 default of 50 (still what older
+# accounts have), so `routectl simulate --cloud aws --nodes 60` shows the wall; --route-limit 500 = a new one.
+SIM_AWS_ROUTE_LIMIT = 50
 
 
 @dataclass
@@ -115,7 +122,8 @@ class SimCluster:
                  mask: int = 24,
                  route_limit: int | None = None, cluster_name: str = "sim", resync_seconds: float = 30.0,
                  zones: tuple[str, ...] | None = None, pool_name: str = "default",
-                 lease_duration: float = 15.0, run_controller: bool = True) -> None:
+                 lease_duration: float = 15.0, run_controller: bool = True,
+                 route_limit_fallback: str | None = None) -> None:
         if cloud not in ("aws", "gce"):
             raise ValueError(f"cloud must be 'aws' or 'gce', not {cloud!r}")
         self.cloud = cloud
@@ -128,6 +136,7 @@ class SimCluster:
         self.pool_name = pool_name
         self.lease_duration = lease_duration
         self.auto_controller = run_controller
+        self.route_limit_fallback = route_limit_fallback  # the default pool's spec.routeLimitFallback
         self.zones = zones or (("us-east-1a",) if cloud == "aws" else ("us-central1-a",))
         self.kube: Any = None
         self.aws: Any = None
@@ -150,7 +159,7 @@ class SimCluster:
                 for k, v in AWS_CREDENTIALS_ENV.items():
                     os.environ.setdefault(k, v)
                 self.aws = MotoAWS(cluster_id=self.cluster_name, azs=self.zones,
-                                   route_limit=self.route_limit or 500,
+                                   route_limit=self.route_limit or SIM_AWS_ROUTE_LIMIT,
                                    nodes=max(2 * self.initial_nodes, 250)).start()
             else:
                 from routectl.sim.fake_gce import FakeGCE
@@ -159,7 +168,8 @@ class SimCluster:
                 # deprecated (not reported)
                 self.gce = FakeGCE(routes_quota=None, static_routes_quota=self.route_limit or 250).start()
             self.kube.install_crd(load_crd())
-            self.create_pool(self.pool_name, [self.pool_cidr], mask=self.mask)
+            fallback = {"routeLimitFallback": self.route_limit_fallback} if self.route_limit_fallback else {}
+            self.create_pool(self.pool_name, [self.pool_cidr], mask=self.mask, **fallback)
             self.add_nodes(self.initial_nodes)
             if self.auto_controller:
                 self.start_controller()
@@ -321,9 +331,12 @@ class SimCluster:
             status = p.get("status") or {}
             if status.get("observedGeneration") != p["metadata"].get("generation"):
                 return False
-        routed = sum(1 for n in nodes if (network_condition(n) or {}).get("status") == "False")
+        routed = sum(1 for n in nodes if (c := network_condition(n) or {}).get("status") == "False"
+                     and c.get("reason") != REASON_ROUTE_OVERLAY)  # overlay nodes have no route
+        overlay = sum(1 for n in nodes if (network_condition(n) or {}).get("reason") == REASON_ROUTE_OVERLAY)
         return (sum((p.get("status") or {}).get("allocated", 0) for p in pools) == len(nodes)
-                and sum((p.get("status") or {}).get("routesProgrammed", 0) for p in pools) == routed)
+                and sum((p.get("status") or {}).get("routesProgrammed", 0) for p in pools) == routed
+                and sum((p.get("status") or {}).get("overlayNodes") or 0 for p in pools) == overlay)
 
     def wait_converged(self, timeout: float = 120.0, interval: float = 0.25) -> bool:
         """Poll `converged()` until true (returns True) or `timeout` (returns False)."""

@@ -52,7 +52,7 @@ def fit_defaults(cloud: str, nodes: int, mask: int, pool_cidr: str | None,
                  route_limit: int | None) -> tuple[str, int | None, list[str]]:
     """The pool CIDR and route limit to simulate when the user gave none: the defaults when N fits them,
     else a pool of 10.0.0.0/k holding N blocks and (GCE) a STATIC_ROUTES_PER_NETWORK quota of 2N, each
-    said in one line. AWS keeps EC2's real per-table default (500 per family): past it, the wall shows."""
+    said in one line. AWS keeps the simulated account's 50 per table and family: past it, the wall shows."""
     notes: list[str] = []
     if pool_cidr is None:
         pool_cidr = DEFAULT_POOL
@@ -207,9 +207,13 @@ class _Progress:
               help=f"CIDR of the default pool [default: {DEFAULT_POOL}, or a 10.0.0.0/k that fits --nodes].")
 @click.option("--mask", type=int, default=24, show_default=True, help="Node block size (prefix length).")
 @click.option("--route-limit", type=int, default=None,
-              help="AWS: routes per route table and IP family (default 500, EC2's default quota since "
-                   "2025-06). GCE: the network's STATIC_ROUTES_PER_NETWORK quota (default "
-                   f"{GCE_DEFAULT_QUOTA}, or 2 x --nodes when that is too small).")
+              help="AWS: routes per route table and IP family (default 50, the pre-2025 quota many "
+                   "accounts still have; 500 is EC2's default since 2025-06). GCE: the network's "
+                   f"STATIC_ROUTES_PER_NETWORK quota (default {GCE_DEFAULT_QUOTA}, or 2 x --nodes when "
+                   "that is too small).")
+@click.option("--overflow", type=click.Choice(["none", "overlay"]), default="none", show_default=True,
+              help="What nodes past the route limit get: none (flagged, as spec.routeLimitFallback: None) "
+                   "or overlay (the pool's routeLimitFallback: Overlay: they ride the VXLAN overlay).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for convergence once the cluster is up, before giving up (exit 1).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -219,6 +223,7 @@ class _Progress:
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level of the embedded controller and emulators (stderr).")
 def simulate(cloud: str, node_count: int, pool_cidr: str | None, mask: int, route_limit: int | None,
+             overflow: str,
              timeout: float, output: str, progress: bool, log_level: str) -> None:
     """Run the real controller on an emulated cluster and cloud until convergence; report what it did.
 
@@ -233,7 +238,7 @@ def simulate(cloud: str, node_count: int, pool_cidr: str | None, mask: int, rout
     from routectl.sim.cluster import SimCluster
 
     settings = {"nodes": node_count, "poolCIDR": pool_cidr, "mask": mask, "routeLimit": route_limit,
-                "timeout": timeout}
+                "timeout": timeout, **({"overflow": overflow} if overflow != "none" else {})}
     err = click.get_text_stream("stderr")
     for note in notes:
         click.echo(f"note: {note}", file=err)
@@ -241,7 +246,8 @@ def simulate(cloud: str, node_count: int, pool_cidr: str | None, mask: int, rout
     if progress:
         click.echo(f"starting the Kubernetes API emulator, the fake {cloud} cloud and "
                    f"{node_count} node(s)...", file=err)
-    sim = SimCluster(cloud=cloud, nodes=node_count, pool_cidr=pool_cidr, mask=mask, route_limit=route_limit)
+    sim = SimCluster(cloud=cloud, nodes=node_count, pool_cidr=pool_cidr, mask=mask, route_limit=route_limit,
+                     route_limit_fallback="Overlay" if overflow == "overlay" else None)
     try:
         try:
             sim.start()

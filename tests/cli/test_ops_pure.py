@@ -224,3 +224,14 @@ def test_check_settings_rejects_bad_input(args: tuple[Any, ...], hint: str) -> N
 
 def test_check_settings_accepts_and_canonicalises() -> None:
     assert check_settings(100, "10.244.0.0/16", 24, 60, 50) == "10.244.0.0/16"
+
+
+def test_status_reports_an_overlay_node_as_on_the_overlay_not_as_a_missing_route() -> None:
+    from routectl.ops.status_report import node_without_route
+
+    node = {"metadata": {"name": "n1", "annotations": {"routectl.io/transport": "overlay"}},
+            "spec": {"podCIDRs": ["10.244.5.0/24"]},
+            "status": {"conditions": [{"type": "NetworkUnavailable", "status": "False",
+                                       "reason": "RouteOverlay", "message": "over the VXLAN overlay: ..."}]}}
+    entry = node_without_route(node, None, {}, {})
+    assert entry is not None and entry["reason"] == "RouteOverlay" and entry["routes"] == []

@@ -330,3 +330,18 @@ def test_quota_unreadable_attempts_and_learns_the_limit_from_the_cloud(cloud: An
     again = rec.sync(nodes)  # the learned limit now refuses without asking the cloud
     assert cloud.create_attempts() == 0 and again.nodes["node-61"].reason == "RouteLimitReached"
     assert all(again.nodes[n.name].ok for n in nodes[:60])
+def test_full_table_admits_the_oldest_nodes_first(cloud: Any) -> None:
+    """Room for 4 of 6: the two youngest nodes are refused whatever their addresses, so nodes on the
+    overlay move back to routes oldest first as room appears."""
+    import dataclasses
+
+    stamps = {1: "2026-12-01T10:00:05Z", 2: "2026-12-01T10:00:04Z", 3: "2026-12-01T10:00:00Z",
+              4: "2026-12-01T10:00:01Z", 5: "2026-12-01T10:00:02Z", 6: "2026-12-01T10:00:03Z"}
+    nodes = [dataclasses.replace(n, created=stamps[i]) for i, n in enumerate(_nodes(cloud, 6), start=1)]
+    cloud.set_limit(cloud.used() + 4)
+    rec = cloud.reconciler()
+    res = rec.sync(nodes)
+    assert sorted(n for n, s in res.nodes.items() if not s.ok) == ["node-1", "node-2"]
+    cloud.set_limit(cloud.used() + 1)  # one more slot: the older of the two gets it
+    res = cloud.reconciler().sync(nodes)  # a fresh driver: AWS caches the quota it read for an hour
+    assert res.nodes["node-2"].ok and not res.nodes["node-1"].ok

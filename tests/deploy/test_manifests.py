@@ -44,8 +44,8 @@ CONTROLLER_NAMESPACE_RULES = {
 # EventRecorder POSTs core/v1 Events into ROUTECTL_EVENT_NAMESPACE ("default").
 CONTROLLER_EVENT_RULES = {("", "events", "create", "")}
 AGENT_CLUSTER_RULES = {
-    # routectl/agent/kube.py: read_node + a watch on its Node (field selector), list+watch pools.
-    *(("", "nodes", v, "") for v in ("get", "watch")),
+    # routectl/agent/kube.py: read_node, list+watch every Node (the overlay), list+watch pools.
+    *(("", "nodes", v, "") for v in ("get", "list", "watch")),
     *((constants.GROUP, constants.POOL_PLURAL, v, "") for v in ("list", "watch")),
 }
 # KubeSource.record_event: a Warning Event on the Node, in "default".

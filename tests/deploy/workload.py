@@ -113,12 +113,14 @@ def cluster_workload(cloud: str) -> Trace:
 
 
 def _agent_session(sim: Any, node_name: str) -> None:
-    """The agent's real Kubernetes client: fetch, watch (and see a change), post an Event."""
+    """The agent's real Kubernetes client as deployed (overlay on): fetch, list every Node, watch (and see
+    a change), post an Event."""
     from routectl.agent.kube import KubeSource, load_api_client
 
-    source = KubeSource(load_api_client(sim.kube.kubeconfig_path), node_name)
+    source = KubeSource(load_api_client(sim.kube.kubeconfig_path), node_name, watch_all_nodes=True)
     node, pools = source.fetch()
     assert node["metadata"]["name"] == node_name and pools
+    assert node_name in {n["metadata"]["name"] for n in source.list_nodes()}
     trigger, stop = threading.Event(), threading.Event()
     threads = source.start_watches(trigger, stop)
     try:

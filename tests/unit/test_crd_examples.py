@@ -77,6 +77,8 @@ def bad(mutate: Any) -> dict[str, Any]:
         ),
         (bad(lambda o: o["spec"].update(routeLimitWarningPercent=0)), "spec.routeLimitWarningPercent"),
         (bad(lambda o: o["spec"].update(routeLimitWarningPercent=101)), "spec.routeLimitWarningPercent"),
+        (bad(lambda o: o["spec"].update(routeLimitFallback="overlay")), "spec.routeLimitFallback"),
+        (bad(lambda o: o.update(status={"overlayNodes": "2"})), "status.overlayNodes"),
         (bad(lambda o: o.update(status={"allocated": "3"})), "status.allocated"),
         (
             bad(lambda o: o.update(status={"conditions": [{"type": "Ready", "status": "Yes"}]})),

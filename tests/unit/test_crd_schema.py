@@ -211,6 +211,7 @@ def test_printer_columns() -> None:
         "Allocated",
         "Free",
         "Routes",
+        "Overlay",
         "Ready",
         "Age",
     ]

@@ -190,3 +190,17 @@ def test_route_scope_is_every_parsable_pool_cidr_and_the_strictest_warning() -> 
     assert cidrs == ("10.244.0.0/16", "10.245.0.0/16", "fd00::/48")
     assert warn == 70
     assert route_scope([]) == ((), 80)
+
+
+def test_route_limit_fallback_defaults_to_none_and_parses_overlay() -> None:
+    from routectl.ipam.errors import PoolSpecError
+    from routectl.ipam.model import PoolSpec
+
+    base = {"kind": "PodCIDRPool", "metadata": {"name": "p"}, "spec": {"cidrs": ["10.244.0.0/16"]}}
+    spec = PoolSpec.from_resource(base)
+    assert spec.route_limit_fallback == "None" and not spec.overlay_fallback
+    assert "routeLimitFallback" not in spec.to_resource()["spec"]  # today's pools render as today
+    over = PoolSpec.from_resource({**base, "spec": {**base["spec"], "routeLimitFallback": "Overlay"}})
+    assert over.overlay_fallback and PoolSpec.from_resource(over.to_resource()) == over
+    with pytest.raises(PoolSpecError, match="routeLimitFallback must be one of None, Overlay"):
+        PoolSpec.from_resource({**base, "spec": {**base["spec"], "routeLimitFallback": "overlay"}})
