@@ -118,6 +118,7 @@ class GCERouteDriver(UsesCloudCaller):
         credentials: Any = None,
         static_routes_quota_id: str = STATIC_ROUTES_QUOTA_ID,
         quota_ttl: float = 600.0,
+        static_quota_ttl: float = 0.0,
     ) -> None:
         if not project or not network or not cluster_name:
             raise ValueError("GCE driver needs project, network and cluster_name")
@@ -144,7 +145,11 @@ class GCERouteDriver(UsesCloudCaller):
         self._local = threading.local()
         self._credentials = credentials
         self.static_routes_quota_id = static_routes_quota_id
-        self.quota_ttl = quota_ttl
+        self.quota_ttl = quota_ttl  # how long a limit learned from a refusal is remembered
+        # How long a read STATIC_ROUTES_PER_NETWORK is reused. 0: read at each capacity() call, i.e. once per
+        # full sync (one cheap Cloud Quotas GET), so a raised quota is seen at the next resync, as the
+        # project ROUTES quota (read with projects.get) always was.
+        self.static_quota_ttl = static_quota_ttl
         self._static_quota: tuple[float, int | None, str] | None = None  # (expires, limit, note)
         self._learned: tuple[float, int, str] | None = None  # (expires, limit, quota name)
         self._network_id: str | None = None  # numeric id: the network_id dimension of per-network quotas
@@ -448,7 +453,7 @@ class GCERouteDriver(UsesCloudCaller):
         self._wait(op, f"deleting route {route.name}")
 
     def _static_routes_limit(self) -> tuple[int | None, str]:
-        """STATIC_ROUTES_PER_NETWORK for our network from the Cloud Quotas API, cached `quota_ttl`:
+        """STATIC_ROUTES_PER_NETWORK for our network from the Cloud Quotas API, cached `static_quota_ttl`:
         (limit or None, note saying why it is unknown). The quota is read by id; if the id is unknown,
         the service's QuotaInfos are searched by metric. Of its dimension entries, the one for our network
         (network_id) or, without one, the smallest applies."""
@@ -486,7 +491,7 @@ class GCERouteDriver(UsesCloudCaller):
             limit = min(pick) if pick else None
         elif not note:
             note = "STATIC_ROUTES_PER_NETWORK is not reported by the Cloud Quotas API"
-        self._static_quota = (now + self.quota_ttl, limit, note)
+        self._static_quota = (now + self.static_quota_ttl, limit, note)
         return limit, note
 
     def _network_numeric_id(self) -> str | None:

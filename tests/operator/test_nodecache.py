@@ -10,7 +10,7 @@ import pytest
 
 from routectl.controller.kube import KubeClient
 from routectl.controller.nodecache import NodeCache
-from routectl.controller.reconcile import Controller
+from routectl.controller.state import IndexViews
 from routectl.sim.cluster import kubelet_node
 from routectl.sim.kube import KubeServer
 
@@ -47,7 +47,7 @@ def test_one_paginated_list_gives_every_node_in_the_kopf_index_shape(kube: KubeS
     assert cache.loaded and cache.lists == 3  # 7 nodes in pages of 3
     assert sorted(cache) == [f"n{i}" for i in range(7)]
     # what the Controller reads from a kopf index: name -> a store whose first value is the view
-    views = {v.name: v for v in Controller._views(cache)}
+    views = {v.name: v for v in IndexViews._views(cache)}
     assert views["n3"].pod_cidrs == ("10.0.3.0/24",) and views["n2"].pod_cidrs == ()
     assert cache["n1"][0].provider_id == "gce://p/z/n1"
 

@@ -247,6 +247,9 @@ def test_overlapping_edit_marks_pool_invalid_and_existing_nodes_keep_blocks(make
     sim = make_sim(cloud="gce", nodes=2)
     assert sim.wait_converged(30)
     sim.create_pool("second", ["10.250.0.0/16"], node_selector={"pool": "second"})
+    # a node that registers before the controller has seen its pool is served by the pool it saw: wait
+    # until "second" reports status (the controller knows it) before adding its node
+    wait_for(lambda: condition(_pool(sim, "second"), POOL_READY).get("status"), 30)
     first = sim.add_nodes(1, prefix="second", labels={"pool": "second"})[0]
     assert sim.wait_converged(30)
     kept = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in sim.nodes()}

@@ -71,7 +71,7 @@ def test_raised_quota_moves_overlay_nodes_back_at_the_next_resync(make_sim: Any)
     sim = make_sim(cloud="gce", nodes=3, route_limit=2, route_limit_fallback="Overlay", resync_seconds=2.0)
     assert sim.wait_converged(60), sim.snapshot().to_dict()
     (on_overlay,) = wait_for(lambda: _overlay(sim) or None, 30)
-    sim.gce.routes_quota += 1
+    sim.gce.static_routes_quota += 1
     wait_for(lambda: not _overlay(sim), 30)
     node = sim.kube.get("v1", "Node", on_overlay)
     assert node["spec"]["podCIDR"] in sim.cloud_routes()
