@@ -113,12 +113,14 @@ def table_entry(cap: TableCapacity) -> dict[str, Any]:
             "quota": cap.quota_name, "note": cap.note}
 
 
-def limit_advice(cap: TableCapacity | None, needed: int) -> list[str]:
-    """Both ways out of a route limit: raise the quota (which, to what) or use an overlay network."""
-    overlay = OVERLAY_HINT.removeprefix("or ")
+def limit_advice(cap: TableCapacity | None, needed: int, *, fallback_on: bool = False) -> list[str]:
+    """Both ways out of a route limit: raise the quota (which, to what) or use an overlay network; with
+    `fallback_on` (the pool already has routeLimitFallback: Overlay) only the quota, which routes the
+    nodes now riding the overlay."""
+    overlay = [] if fallback_on else [OVERLAY_HINT.removeprefix("or ")]
     if cap is None:
-        return ["raise the cloud's route quota", overlay]
-    return [f"raise {cap.quota_name} to at least {needed} ({cap.raise_to_hint})", overlay]
+        return ["raise the cloud's route quota", *overlay]
+    return [f"raise {cap.quota_name} to at least {needed} ({cap.raise_to_hint})", *overlay]
 
 
 def limit_warning_entry(w: LimitWarning, caps: Mapping[str, TableCapacity]) -> dict[str, Any]:
@@ -163,7 +165,8 @@ def pool_warning_entries(pools: Iterable[Obj], *, with_limits: bool) -> list[dic
                         not (kind == POOL_ROUTE_LIMIT_NEARING and (POOL_ROUTE_LIMIT_REACHED, msg) in seen):
                     seen.add((kind, msg))
                     entry = _pool_warning(kind, name, msg)
-                    entry["advice"] = limit_advice(None, 0)
+                    entry["advice"] = limit_advice(
+                        None, 0, fallback_on=(p.get("spec") or {}).get("routeLimitFallback") == "Overlay")
                     out.append(entry)
     return out
 
