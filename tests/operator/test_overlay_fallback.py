@@ -73,9 +73,11 @@ def test_nodes_past_the_limit_ride_the_overlay_and_come_back(make_sim: Any, clou
 
 
 def test_raised_quota_moves_overlay_nodes_back_at_the_next_resync(make_sim: Any) -> None:
-    """GCE reads its quota live (AWS caches Service Quotas for an hour): raise it, and the periodic resync
-    gives the overlay node its route, then drops the annotation."""
-    sim = make_sim(cloud="gce", nodes=3, route_limit=2, route_limit_fallback="Overlay", resync_seconds=2.0)
+    """While the quota is full it is re-read every quota_recheck_seconds (not the driver's long cache):
+    raise it, and the periodic resync after that gives the overlay node its route, then drops the
+    annotation."""
+    sim = make_sim(cloud="gce", nodes=3, route_limit=2, route_limit_fallback="Overlay", resync_seconds=2.0,
+                   quota_recheck_seconds=2.0)
     assert sim.wait_converged(60), sim.snapshot().to_dict()
     (on_overlay,) = wait_for(lambda: _overlay(sim) or None, 30)
     sim.gce.static_routes_quota += 1  # the per-network quota the sim enforces (routes_quota is None)
