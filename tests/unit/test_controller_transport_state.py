@@ -101,3 +101,16 @@ def test_status_advice_for_an_overlay_pool_names_only_the_quota() -> None:
     plain = {**pool, "spec": {}}
     (entry,) = pool_warning_entries([plain], with_limits=True)
     assert any("routeLimitFallback: Overlay" in a for a in entry["advice"])
+
+
+def test_table_warnings_drop_the_switch_only_when_every_pool_has_it_on() -> None:
+    from routectl.ops.report import warnings
+    from routectl.routes.model import LimitWarning
+    w = LimitWarning("reached", "rtb-1", 50, 50, _reached(), 12, "aws")
+    on = {"metadata": {"name": "p"}, "spec": {"routeLimitFallback": "Overlay"}, "status": {}}
+    (entry,) = warnings([w], [], [on])
+    text = entry["message"] + " ".join(entry["advice"])
+    assert "routeLimitFallback" not in text and "raise" in text
+    off = {"metadata": {"name": "q"}, "spec": {}, "status": {}}
+    (entry,) = warnings([w], [], [on, off])  # pool q still needs the switch: the advice stays
+    assert "routeLimitFallback: Overlay" in entry["message"] and len(entry["advice"]) == 2
