@@ -72,8 +72,9 @@ class KubeSource:
             resp = self.core.list_node(_preload_content=False)
             return list(json.loads(resp.data).get("items") or [])
         if self.node_cache is None:
-            self.node_cache = NodeCache(self.core, self._trigger.set)
-            self.node_cache.start(self._stop)
+            cache = NodeCache(self.core, self._trigger.set)
+            cache.start(self._stop)  # a failed first LIST raises here: the sync fails, nothing is torn down
+            self.node_cache = cache
         return self.node_cache.nodes()
 
     def record_event(self, message: str, reason: str = EVENT_MASQUERADE_INVALID) -> None:

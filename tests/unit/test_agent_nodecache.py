@@ -127,3 +127,17 @@ def test_http_watch_errors(kube: KubeServer, stop: threading.Event, code: int, l
     wait_for(lambda: transport(cache.nodes(), "node-b") == TRANSPORT_OVERLAY, "node-b via the watch")
     assert node_lists(kube) == lists
     cache.close()
+
+
+def test_a_failed_first_list_fails_the_sync_and_the_next_one_lists_again(kube: KubeServer,
+                                                                         stop: threading.Event) -> None:
+    """Never an empty cache served as "no Nodes" (that would tear the overlay down): the error surfaces."""
+    src = KubeSource(load_api_client(kube.kubeconfig_path), "node-a", watch_all_nodes=True)
+    src.start_watches(threading.Event(), stop)
+    try:
+        kube.inject_fault(verb="list", resource="nodes", code=500, times=1)
+        with pytest.raises(client.ApiException):
+            src.list_nodes()
+        assert len(src.list_nodes()) == 3 and node_lists(kube) == 2
+    finally:
+        src.stop_watches()
