@@ -43,6 +43,7 @@ POOL_EXHAUSTED = "Exhausted"
 POOL_ROUTE_LIMIT_NEARING = "RouteLimitNearing"
 POOL_ROUTE_LIMIT_REACHED = "RouteLimitReached"
 POOL_INVALID = "Invalid"
+POOL_ROUTES_OVERFLOWING = "RoutesOverflowing"  # only pools with routeLimitFallback: Overlay
 
 DEFAULT_IPV4_MASK = 24
 DEFAULT_IPV6_MASK = 64

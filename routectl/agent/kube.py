@@ -1,7 +1,9 @@
 """The agent's view of Kubernetes: its own Node (by field selector) and the PodCIDRPools, plus Node Events.
 
-Watches only serve as triggers; every sync re-reads the Node and lists the pools, so a missed or broken
-watch can delay a change by at most one resync period and never leaves stale state behind.
+The own-Node and pool watches only serve as triggers; every sync re-reads the Node and lists the pools,
+so a missed or broken watch can delay a change by at most one resync period. Every other Node (the
+overlay's peers) comes from a `NodeCache`: one LIST, then a WATCH, started only when the overlay first
+needs it, so a cluster without an Overlay pool never lists Nodes and one with it lists them once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from routectl.agent.overlay import node_projection
+from routectl.agent.nodecache import NodeCache
 from routectl.constants import EVENT_MASQUERADE_INVALID, GROUP, POOL_PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ class KubeSource:
         self.custom = client.CustomObjectsApi(api)
         self._watches: list[watch.Watch] = []
         self._node_uid: str | None = None
-        self._projections: dict[str, tuple[object, ...]] = {}
+        self._trigger: threading.Event | None = None
+        self._stop: threading.Event | None = None
+        self.node_cache: NodeCache | None = None  # started by the first list_nodes() of a watching agent
 
     def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The Node (as a camelCase dict) and every PodCIDRPool."""
@@ -59,9 +63,19 @@ class KubeSource:
         return node, list(pools.get("items") or [])
 
     def list_nodes(self) -> list[dict[str, Any]]:
-        """Every Node as a plain dict (read-only; the overlay needs their podCIDRs, IPs and transport)."""
-        resp = self.core.list_node(_preload_content=False)
-        return list(json.loads(resp.data).get("items") or [])
+        """Every Node as a plain dict (read-only; the overlay needs their podCIDRs, IPs and transport).
+
+        Once the watches run, the first call LISTs and starts the all-Nodes watch; later calls read that
+        cache. Without running watches (`--once`) it is a plain LIST.
+        """
+        if self._stop is None or self._trigger is None or not self.watch_all_nodes:
+            resp = self.core.list_node(_preload_content=False)
+            return list(json.loads(resp.data).get("items") or [])
+        if self.node_cache is None:
+            cache = NodeCache(self.core, self._trigger.set)
+            cache.start(self._stop)  # a failed first LIST raises here: the sync fails, nothing is torn down
+            self.node_cache = cache
+        return self.node_cache.nodes()
 
     def record_event(self, message: str, reason: str = EVENT_MASQUERADE_INVALID) -> None:
         """A Warning Event on the Node (namespace default, as the kubelet does) with `message`."""
@@ -86,8 +100,10 @@ class KubeSource:
         self.core.create_namespaced_event("default", body)
 
     def start_watches(self, trigger: threading.Event, stop: threading.Event) -> list[threading.Thread]:
-        """Background threads setting `trigger` on any change of this Node or of any pool."""
-        own = {} if self.watch_all_nodes else {"field_selector": f"metadata.name={self.node_name}"}
+        """Background threads setting `trigger` on any change of this Node or of any pool (the other
+        Nodes' changes trigger through the Node cache, once the overlay has started it)."""
+        self._trigger, self._stop = trigger, stop
+        own = {"field_selector": f"metadata.name={self.node_name}"}
         streams: list[tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
             ("node", self.core.list_node, (), own),
             ("pools", self.custom.list_cluster_custom_object, (GROUP, VERSION, POOL_PLURAL), {}),
@@ -104,23 +120,8 @@ class KubeSource:
         """Ask running watch streams to end."""
         for w in list(self._watches):
             w.stop()
-
-    def _node_changed(self, event: dict[str, Any]) -> bool:
-        """Whether a Node watch event can change a sync: always for our own Node; for the others (watched
-        for the overlay) only when their podCIDRs, InternalIPs or transport change, so 5,000 nodes'
-        status updates do not make every agent re-list every Node."""
-        obj = self.api.sanitize_for_serialization(event.get("object"))
-        name = (obj.get("metadata") or {}).get("name") if isinstance(obj, dict) else None
-        if name is None or name == self.node_name:
-            return True
-        seen = node_projection(obj) if event.get("type") != "DELETED" else None
-        if self._projections.get(name, ()) == seen:
-            return False
-        if seen is None:
-            self._projections.pop(name, None)
-        else:
-            self._projections[name] = seen
-        return True
+        if self.node_cache is not None:
+            self.node_cache.close()
 
     def _watch_loop(self, name: str, func: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any], trigger: threading.Event, stop: threading.Event) -> None:
@@ -129,10 +130,9 @@ class KubeSource:
             w = watch.Watch()
             self._watches.append(w)
             try:
-                for event in w.stream(func, *args, timeout_seconds=_WATCH_SECONDS,
+                for _event in w.stream(func, *args, timeout_seconds=_WATCH_SECONDS,
                                       _request_timeout=_WATCH_SECONDS + 30, **kwargs):
-                    if name != "node" or self._node_changed(event):
-                        trigger.set()
+                    trigger.set()
                     backoff = 1.0
                     if stop.is_set():
                         break

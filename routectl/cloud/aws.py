@@ -57,6 +57,11 @@ ROUTE_QUOTA = ("vpc", "L-93826ACB")
 MAX_ROUTE_LIMIT = 1000
 QUOTA_DENIED_CODES = ("AccessDenied", "NoSuchResource")  # the quota cannot be read: learn it from EC2
 QUOTA_PERMISSION = "servicequotas:GetServiceQuota"
+# While a table is full (nodes refused for the limit wait, or ride the overlay), Service Quotas is re-read
+# every 5 minutes instead of every hour: a raised quota then gives those nodes routes within minutes. One
+# GetServiceQuota per controller per 5 min (288 a day) is far below Service Quotas' request budget, and a
+# quota increase itself takes minutes to be granted, so a shorter period would gain little.
+QUOTA_FULL_TTL = 300.0
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 # Default rates: EC2's mutating bucket (CreateRoute/ReplaceRoute/DeleteRoute) holds 50 and refills 5/s per
 # account and region, ModifyNetworkInterfaceAttribute 100 / 5/s. Stay below both, leaving room for the
@@ -104,7 +109,9 @@ class AWSRouteDriver(UsesCloudCaller):
         session: boto3.Session | None = None,
         quota_ttl: float = 3600.0,
         quota_retry_ttl: float = 60.0,
+        quota_full_ttl: float = QUOTA_FULL_TTL,
         node_masks: Mapping[str, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not cluster_id and not route_table_ids:
             raise ValueError("AWS driver needs a cluster_id (tag kubernetes.io/cluster/<id>) "
@@ -122,8 +129,11 @@ class AWSRouteDriver(UsesCloudCaller):
                                   (ClientError, BotoCoreError))
         self.quota_ttl = quota_ttl
         self.quota_retry_ttl = quota_retry_ttl
+        self.quota_full_ttl = quota_full_ttl
+        self.clock = clock
         self.quota_note = ""
-        self._quota: tuple[float, int | None] | None = None  # (expires, value; None = unreadable)
+        self._quota: tuple[float, float, int | None] | None = None  # (read at, ttl, value; None = unreadable)
+        self._full = False  # a table (family) was at its limit at the last capacity(): nodes may wait
         self._last_quota: int | None = None  # the last value Service Quotas answered
         self._learned: dict[tuple[str, str], tuple[float, int]] = {}  # (table, family) -> (expires, limit)
         self._learn_lock = threading.Lock()
@@ -322,21 +332,22 @@ class AWSRouteDriver(UsesCloudCaller):
 
     def _learn_limit(self, table: str, destination: str) -> tuple[str, int | None]:
         """EC2 refused a route with RouteLimitExceeded: the table's count of that family now is its limit.
-        Remembered for `quota_ttl`; returns (family, limit or None when the table could not be read)."""
+        Remembered like a quota read (`quota_ttl`, cut while a table is full); returns (family, limit or None
+        when the table could not be read)."""
         family = family_of(canonical_cidr(destination))
         try:
             count = sum(1 for r in self._table_routes(table) if family_of(r.destination) == family)
         except CloudError:
             return family, None
         with self._learn_lock:
-            self._learned[(table, family)] = (time.monotonic() + self.quota_ttl, count)
+            self._learned[(table, family)] = (self.clock(), count)  # (learned at, limit)
         return family, count
 
     def learned_limit(self, table: str, family: str) -> int | None:
         """The limit EC2's RouteLimitExceeded taught for this table and family (None: none, or expired)."""
         with self._learn_lock:
             got = self._learned.get((table, family))
-        return got[1] if got and got[0] > time.monotonic() else None
+        return got[1] if got and self.clock() < got[0] + self._ttl(self.quota_ttl) else None
 
     def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
         """CreateRoute to the ENI; RouteAlreadyExists with another target -> ReplaceRoute (if ours)."""
@@ -394,16 +405,17 @@ class AWSRouteDriver(UsesCloudCaller):
             raise CloudError(f"deleting route {route.destination} in {route.table}: {_code(e)}: {e}") from e
 
     def route_limit(self) -> int | None:
-        """Routes per route table (each family) from Service Quotas, cached for `quota_ttl`.
+        """Routes per route table (each family) from Service Quotas, cached for `quota_ttl` (1 h), or for
+        `quota_full_ttl` (5 min) while a table was full at the last `capacity()`.
 
         None when the quota cannot be read (AccessDenied / NoSuchResource, or a failure before any value
         was read): then nothing is refused on a guess; EC2's RouteLimitExceeded teaches the limit. Any
         other failure after a successful read keeps the last value read. A fallback is cached at most
         `quota_retry_ttl` (60 s), so a brief outage does not pin a wrong answer for an hour.
         """
-        now = time.monotonic()
-        if self._quota and self._quota[0] > now:
-            return self._quota[1]
+        now = self.clock()
+        if self._quota and now < self._quota[0] + self._ttl(self._quota[1]):
+            return self._quota[2]
         try:
             resp = self._call("servicequotas:GetServiceQuota", lambda: self.quotas.get_service_quota(
                 ServiceCode=ROUTE_QUOTA[0], QuotaCode=ROUTE_QUOTA[1]))
@@ -420,12 +432,17 @@ class AWSRouteDriver(UsesCloudCaller):
             else:
                 value = self._last_quota
                 self.quota_note = f"GetServiceQuota failed ({code}); keeping the last value read ({value})"
-            self._quota = (now + min(self.quota_ttl, self.quota_retry_ttl), value)
+            self._quota = (now, min(self.quota_ttl, self.quota_retry_ttl), value)
             return value
         self.quota_note = ""
         self._last_quota = value
-        self._quota = (now + self.quota_ttl, value)
+        self._quota = (now, self.quota_ttl, value)
         return value
+
+    def _ttl(self, ttl: float) -> float:
+        """How long a quota read stays good: its own TTL, cut to `quota_full_ttl` while a table is full
+        (nodes wait for room, or ride the overlay), so a raised quota is seen within minutes."""
+        return min(ttl, self.quota_full_ttl) if self._full else ttl
 
     def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
         """Two capacities per table, IPv4 and IPv6 (EC2 counts them separately): used = every route of
@@ -453,4 +470,5 @@ class AWSRouteDriver(UsesCloudCaller):
                 out.append(TableCapacity(table=t, used=used[(t, family)], limit=limit, quota_name=name,
                                          raise_to_hint=hint, provider=self.provider, family=family,
                                          source=source, note=note))  # type: ignore[arg-type]
+        self._full = any(c.used >= c.limit for c in out)
         return out

@@ -22,7 +22,7 @@ import ipaddress
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -118,7 +118,8 @@ class GCERouteDriver(UsesCloudCaller):
         credentials: Any = None,
         static_routes_quota_id: str = STATIC_ROUTES_QUOTA_ID,
         quota_ttl: float = 600.0,
-        static_quota_ttl: float = 0.0,
+        quota_full_ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not project or not network or not cluster_name:
             raise ValueError("GCE driver needs project, network and cluster_name")
@@ -145,13 +146,12 @@ class GCERouteDriver(UsesCloudCaller):
         self._local = threading.local()
         self._credentials = credentials
         self.static_routes_quota_id = static_routes_quota_id
-        self.quota_ttl = quota_ttl  # how long a limit learned from a refusal is remembered
-        # How long a read STATIC_ROUTES_PER_NETWORK is reused. 0: read at each capacity() call, i.e. once per
-        # full sync (one cheap Cloud Quotas GET), so a raised quota is seen at the next resync, as the
-        # project ROUTES quota (read with projects.get) always was.
-        self.static_quota_ttl = static_quota_ttl
-        self._static_quota: tuple[float, int | None, str] | None = None  # (expires, limit, note)
-        self._learned: tuple[float, int, str] | None = None  # (expires, limit, quota name)
+        self.quota_ttl = quota_ttl
+        self.quota_full_ttl = quota_full_ttl  # the TTL while the quota was full at the last capacity()
+        self.clock = clock
+        self._full = False
+        self._static_quota: tuple[float, int | None, str] | None = None  # (read at, limit, note)
+        self._learned: tuple[float, int, str] | None = None  # (learned at, limit, quota name)
         self._network_id: str | None = None  # numeric id: the network_id dimension of per-network quotas
 
     # ----- plumbing -----
@@ -453,12 +453,12 @@ class GCERouteDriver(UsesCloudCaller):
         self._wait(op, f"deleting route {route.name}")
 
     def _static_routes_limit(self) -> tuple[int | None, str]:
-        """STATIC_ROUTES_PER_NETWORK for our network from the Cloud Quotas API, cached `static_quota_ttl`:
+        """STATIC_ROUTES_PER_NETWORK for our network from the Cloud Quotas API, cached `quota_ttl`:
         (limit or None, note saying why it is unknown). The quota is read by id; if the id is unknown,
         the service's QuotaInfos are searched by metric. Of its dimension entries, the one for our network
         (network_id) or, without one, the smallest applies."""
-        now = time.monotonic()
-        if self._static_quota and self._static_quota[0] > now:
+        now = self.clock()
+        if self._static_quota and now < self._static_quota[0] + self._ttl():
             return self._static_quota[1], self._static_quota[2]
         parent = f"projects/{self.project}/locations/global/services/{QUOTAS_SERVICE}"
         net_id = self._network_numeric_id()
@@ -491,8 +491,13 @@ class GCERouteDriver(UsesCloudCaller):
             limit = min(pick) if pick else None
         elif not note:
             note = "STATIC_ROUTES_PER_NETWORK is not reported by the Cloud Quotas API"
-        self._static_quota = (now + self.static_quota_ttl, limit, note)
+        self._static_quota = (now, limit, note)
         return limit, note
+
+    def _ttl(self) -> float:
+        """How long a quota read (or learned limit) stays good: `quota_ttl`, cut to `quota_full_ttl` while
+        the quota was full at the last capacity(), so a raised quota is seen within minutes."""
+        return min(self.quota_ttl, self.quota_full_ttl) if self._full else self.quota_ttl
 
     def _network_numeric_id(self) -> str | None:
         """Our network's numeric id (per-network quota values are keyed by it); None when unreadable."""
@@ -514,7 +519,7 @@ class GCERouteDriver(UsesCloudCaller):
             count = len(self.list_routes())
         except CloudError:
             return None, quota
-        self._learned = (time.monotonic() + self.quota_ttl, count, quota)
+        self._learned = (self.clock(), count, quota)
         return count, quota
 
     def capacity(self, routes: list[CloudRoute]) -> list[TableCapacity]:
@@ -544,7 +549,7 @@ class GCERouteDriver(UsesCloudCaller):
                     quota_name=f"the deprecated Compute Engine quota ROUTES of project {self.project}",
                     raise_to_hint=f"{how}; static routes now also count against STATIC_ROUTES_PER_NETWORK",
                     provider=self.provider, note=note))
-        if self._learned and self._learned[0] > time.monotonic():
+        if self._learned and self.clock() < self._learned[0] + self._ttl():
             _, limit, quota = self._learned
             if not known or all(limit < c.limit for c in known):
                 known.append(TableCapacity(
@@ -554,9 +559,12 @@ class GCERouteDriver(UsesCloudCaller):
                     note=f"limit learned from GCE (QUOTA_EXCEEDED for {quota} at {limit} routes)"
                          + (f"; {note}" if note else "")))
         if not known:
+            self._full = False
             return [TableCapacity(
                 table=self.network, used=len(routes), limit=UNKNOWN_LIMIT,
                 quota_name=f"the Compute Engine quota STATIC_ROUTES_PER_NETWORK of network {self.network}",
                 raise_to_hint=how, provider=self.provider, source="assumed",
                 note=f"{note}; inserts are attempted and the first QUOTA_EXCEEDED sets the limit")]
-        return [min(known, key=lambda c: (c.limit - c.used, c.limit))]
+        binding = min(known, key=lambda c: (c.limit - c.used, c.limit))
+        self._full = binding.used >= binding.limit
+        return [binding]

@@ -30,6 +30,7 @@ ENV_VARS: dict[str, str] = {
     "resync_seconds": "ROUTECTL_RESYNC_SECONDS",
     "cloud_rate": "ROUTECTL_CLOUD_RATE",
     "cloud_burst": "ROUTECTL_CLOUD_BURST",
+    "quota_recheck_seconds": "ROUTECTL_QUOTA_RECHECK_SECONDS",
     "concurrency": "ROUTECTL_CONCURRENCY",
     "health_address": "ROUTECTL_HEALTH_ADDRESS",
     "leader_elect": "ROUTECTL_LEADER_ELECT",
@@ -84,6 +85,9 @@ class Config:
     cloud_rate: float | None = None
     cloud_burst: int | None = None
     concurrency: int = 20
+    # How often the route quota is re-read while a table is full (nodes wait for room or ride the overlay);
+    # otherwise it is cached for the driver's own TTL (AWS 1 h, GCE 10 min).
+    quota_recheck_seconds: float = 300.0
     # Serving
     health_address: str = "0.0.0.0:8080"
     # /metrics answers loopback clients only unless true (the pod runs with hostNetwork: the port is the
@@ -114,6 +118,8 @@ class Config:
             problems.append("gce needs a project (--gce-project / ROUTECTL_GCE_PROJECT)")
         if self.resync_seconds <= 0:
             problems.append("resync period must be > 0 seconds")
+        if self.quota_recheck_seconds <= 0:
+            problems.append("quota recheck period must be > 0 seconds")
         if (self.cloud_rate is not None and self.cloud_rate <= 0) or \
                 (self.cloud_burst is not None and self.cloud_burst < 1) or self.concurrency < 1:
             problems.append("cloud rate must be > 0, burst and concurrency >= 1")
@@ -142,7 +148,8 @@ class Config:
 
     def driver_settings(self) -> dict[str, Any]:
         """Keyword settings for routectl.cloud.factory.make_driver, only those of the chosen provider."""
-        common: dict[str, Any] = {"concurrency": self.concurrency}
+        common: dict[str, Any] = {"concurrency": self.concurrency,
+                                  "quota_full_ttl": self.quota_recheck_seconds}
         if self.cloud_rate is not None:
             common["rate"] = self.cloud_rate
         if self.cloud_burst is not None:

@@ -230,6 +230,10 @@ def _env_help(name: str) -> str:
 @click.option("--cloud-burst", type=int,
               help=f"Mutating cloud call burst (default per provider: aws 40, gce 50). "
                    f"{_env_help('cloud_burst')}")
+@click.option("--quota-recheck-seconds", type=float,
+              help=f"Re-read the route quota this often while a table is full (nodes wait or ride the "
+                   f"overlay). "
+                   f"{_env_help('quota_recheck_seconds')}")
 @click.option("--concurrency", type=int, help=f"Cloud operations in flight. {_env_help('concurrency')}")
 @click.option("--health-address", help=f"HOST:PORT of /healthz and /metrics. {_env_help('health_address')}")
 @click.option("--leader-elect/--no-leader-elect", default=None,

@@ -16,10 +16,12 @@ from routectl.constants import (
     POOL_READY,
     POOL_ROUTE_LIMIT_NEARING,
     POOL_ROUTE_LIMIT_REACHED,
+    POOL_ROUTES_OVERFLOWING,
     REASON_NO_ROUTE_CREATED,
     REASON_ROUTE_CREATED,
     TRANSPORT_ANNOTATION,
 )
+from routectl.routes.fallback import overflow_message, switch_already_on
 from routectl.routes.model import node_pod_cidrs
 
 
@@ -158,7 +160,18 @@ def _cond(ctype: str, status: bool, reason: str, message: str) -> dict[str, Any]
 
 
 def pool_conditions(f: PoolFacts) -> list[dict[str, Any]]:
-    """The pool's conditions (without timestamps): Ready, Exhausted, RouteLimitNearing/Reached, Invalid."""
+    """The pool's conditions (without timestamps): Ready, Exhausted, RouteLimitNearing/Reached, Invalid,
+    and for pools with routeLimitFallback: Overlay also RoutesOverflowing (nodes riding the overlay).
+
+    With the fallback on, a full route table is no reason for Ready=False while every node has a path
+    (a route or the overlay), and no message advises turning on the switch that is on.
+    """
+    reached, nearing = f.reached, f.nearing
+    all_have_a_path = False
+    if f.transports is not None:
+        reached = switch_already_on(reached) if reached else reached
+        nearing = switch_already_on(nearing) if nearing else nearing
+        all_have_a_path = sum(f.transports) >= len(f.holders)
     if f.invalid:
         ready = _cond(POOL_READY, False, "Invalid", f.invalid)
     elif f.deleting and f.holders:
@@ -167,21 +180,30 @@ def pool_conditions(f: PoolFacts) -> list[dict[str, Any]]:
                       f"deletion waits for {len(f.holders)} node(s) holding blocks: {held}")
     elif f.exhausted:
         ready = _cond(POOL_READY, False, "Exhausted", f.exhausted)
-    elif f.reached:
-        ready = _cond(POOL_READY, False, "RouteLimitReached", f.reached)
+    elif reached and not all_have_a_path:
+        ready = _cond(POOL_READY, False, "RouteLimitReached", reached)
     else:
-        ready = _cond(POOL_READY, True, "Ready", f"{f.allocated} of {f.capacity} blocks allocated")
-    return [
+        paths = "" if f.transports is None else (
+            f"; every node has a path ({f.transports[0]} routed, {f.transports[1]} on the VXLAN overlay)")
+        ready = _cond(POOL_READY, True, "Ready", f"{f.allocated} of {f.capacity} blocks allocated{paths}")
+    conditions = [
         ready,
         _cond(POOL_EXHAUSTED, bool(f.exhausted), "NoFreeBlocks" if f.exhausted else "BlocksAvailable",
               f.exhausted or f"{f.free} blocks free"),
-        _cond(POOL_ROUTE_LIMIT_NEARING, bool(f.nearing), "RouteLimitNearing" if f.nearing else "Headroom",
-              f.nearing or "route tables have headroom"),
-        _cond(POOL_ROUTE_LIMIT_REACHED, bool(f.reached), "RouteLimitReached" if f.reached else "Headroom",
-              f.reached or "every route fits"),
+        _cond(POOL_ROUTE_LIMIT_NEARING, bool(nearing), "RouteLimitNearing" if nearing else "Headroom",
+              nearing or "route tables have headroom"),
+        _cond(POOL_ROUTE_LIMIT_REACHED, bool(reached), "RouteLimitReached" if reached else "Headroom",
+              reached or "every route fits"),
         _cond(POOL_INVALID, bool(f.invalid), "Invalid" if f.invalid else "Valid",
               f.invalid or "spec is valid"),
     ]
+    if f.transports is not None:
+        routed, overlay = f.transports
+        conditions.append(_cond(POOL_ROUTES_OVERFLOWING, overlay > 0,
+                                "RouteLimitReached" if overlay else "AllRouted",
+                                overflow_message(routed, overlay, reached) if overlay
+                                else "no node rides the VXLAN overlay"))
+    return conditions
 
 
 def pool_status(f: PoolFacts, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from routectl.constants import (
     POOL_ROUTE_LIMIT_REACHED,
     TRANSPORT_ANNOTATION,
 )
-from routectl.routes.fallback import REASON_ROUTE_OVERLAY
+from routectl.routes.fallback import REASON_ROUTE_OVERLAY, switch_already_on
 from routectl.routes.model import CloudRoute, LimitWarning, TableCapacity, node_pod_cidrs
 from routectl.routes.model import canonical_or_raw as canon
 
@@ -113,20 +113,26 @@ def table_entry(cap: TableCapacity) -> dict[str, Any]:
             "quota": cap.quota_name, "note": cap.note}
 
 
-def limit_advice(cap: TableCapacity | None, needed: int) -> list[str]:
-    """Both ways out of a route limit: raise the quota (which, to what) or use an overlay network."""
-    overlay = OVERLAY_HINT.removeprefix("or ")
+def limit_advice(cap: TableCapacity | None, needed: int, *, fallback_on: bool = False) -> list[str]:
+    """Both ways out of a route limit: raise the quota (which, to what) or use an overlay network; with
+    `fallback_on` (the pool already has routeLimitFallback: Overlay) only the quota, which routes the
+    nodes now riding the overlay."""
+    overlay = [] if fallback_on else [OVERLAY_HINT.removeprefix("or ")]
     if cap is None:
-        return ["raise the cloud's route quota", overlay]
-    return [f"raise {cap.quota_name} to at least {needed} ({cap.raise_to_hint})", overlay]
+        return ["raise the cloud's route quota", *overlay]
+    return [f"raise {cap.quota_name} to at least {needed} ({cap.raise_to_hint})", *overlay]
 
 
-def limit_warning_entry(w: LimitWarning, caps: Mapping[str, TableCapacity]) -> dict[str, Any]:
-    """A route-limit warning from the planner, structured, with its advice."""
+def limit_warning_entry(w: LimitWarning, caps: Mapping[str, TableCapacity], *,
+                        fallback_on: bool = False) -> dict[str, Any]:
+    """A route-limit warning from the planner, structured, with its advice (`fallback_on`: every pool has
+    routeLimitFallback: Overlay already, so neither message nor advice suggest it)."""
     kind = POOL_ROUTE_LIMIT_REACHED if w.kind == "reached" else POOL_ROUTE_LIMIT_NEARING
     needed = w.needed if w.kind == "reached" and w.needed > w.limit else w.limit + 1
+    message = switch_already_on(w.message) if fallback_on else w.message
     return {"kind": kind, "pool": None, "table": w.table, "used": w.used, "limit": w.limit,
-            "refused": w.refused, "message": w.message, "advice": limit_advice(caps.get(w.table), needed)}
+            "refused": w.refused, "message": message,
+            "advice": limit_advice(caps.get(w.table), needed, fallback_on=fallback_on)}
 
 
 def pool_advice(kind: str, pool: str) -> list[str]:
@@ -163,7 +169,8 @@ def pool_warning_entries(pools: Iterable[Obj], *, with_limits: bool) -> list[dic
                         not (kind == POOL_ROUTE_LIMIT_NEARING and (POOL_ROUTE_LIMIT_REACHED, msg) in seen):
                     seen.add((kind, msg))
                     entry = _pool_warning(kind, name, msg)
-                    entry["advice"] = limit_advice(None, 0)
+                    entry["advice"] = limit_advice(
+                        None, 0, fallback_on=(p.get("spec") or {}).get("routeLimitFallback") == "Overlay")
                     out.append(entry)
     return out
 
@@ -179,8 +186,11 @@ def warnings(limit_warnings: Sequence[LimitWarning] | None, caps: Sequence[Table
 
     `limit_warnings` None means the cloud was not read: the pools' RouteLimit conditions stand in.
     """
+    pools = list(pools)
     by_table = {c.display_id: c for c in caps}  # warnings name the capacity (table, or table/family)
-    out = [limit_warning_entry(w, by_table) for w in limit_warnings or []]
+    all_overlay = bool(pools) and all((p.get("spec") or {}).get("routeLimitFallback") == "Overlay"
+                                      for p in pools)
+    out = [limit_warning_entry(w, by_table, fallback_on=all_overlay) for w in limit_warnings or []]
     return out + pool_warning_entries(pools, with_limits=limit_warnings is None)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from routectl.cloud.base import REASON_ROUTE_LIMIT
+from routectl.cloud.limits import OVERLAY_HINT
 from routectl.constants import REASON_ROUTE_CREATED
 from routectl.routes.model import LimitWarning, NodeRouteStatus
 
@@ -28,6 +29,19 @@ DEFAULT_VXLAN_PORT = 8472
 FIREWALL_NOTE = (f"UDP {DEFAULT_VXLAN_PORT} (the agents' --overlay-port) must be open between nodes in the "
                  "security groups / firewall rules; routectl cannot verify the firewall")
 FALLBACK_HINT = "or set spec.routeLimitFallback: Overlay on the pool so such nodes use the VXLAN overlay"
+
+
+def switch_already_on(message: str) -> str:
+    """A route-limit message for a pool whose routeLimitFallback is already Overlay: the same text without
+    the advice to turn that switch on (or to move to an overlay): what is left is raising the quota."""
+    return message.replace(f", {OVERLAY_HINT}", "").replace(f" {OVERLAY_HINT}", "")
+
+
+def overflow_message(routed: int, overlay: int, reached: str | None) -> str:
+    """The pool's RoutesOverflowing message: how many nodes ride the overlay and how to route them."""
+    why = f" {switch_already_on(reached)}" if reached else ""
+    return (f"{overlay} node(s) ride the VXLAN overlay because the route table is full ({routed} routed); "
+            f"raise the route quota to give them routes (they move back oldest first).{why}")
 
 
 @dataclass(frozen=True)

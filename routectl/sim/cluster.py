@@ -123,7 +123,7 @@ class SimCluster:
                  route_limit: int | None = None, cluster_name: str = "sim", resync_seconds: float = 30.0,
                  zones: tuple[str, ...] | None = None, pool_name: str = "default",
                  lease_duration: float = 15.0, run_controller: bool = True,
-                 route_limit_fallback: str | None = None) -> None:
+                 route_limit_fallback: str | None = None, quota_recheck_seconds: float = 300.0) -> None:
         if cloud not in ("aws", "gce"):
             raise ValueError(f"cloud must be 'aws' or 'gce', not {cloud!r}")
         self.cloud = cloud
@@ -133,6 +133,7 @@ class SimCluster:
         self.route_limit = route_limit
         self.cluster_name = cluster_name
         self.resync_seconds = resync_seconds
+        self.quota_recheck_seconds = quota_recheck_seconds  # quota re-read period while a table is full
         self.pool_name = pool_name
         self.lease_duration = lease_duration
         self.auto_controller = run_controller
@@ -204,7 +205,7 @@ class SimCluster:
             "lease_name": "routectl-controller", "lease_namespace": "default",
             "lease_duration": self.lease_duration, "renew_deadline": self.lease_duration * 0.6,
             "retry_period": max(0.2, self.lease_duration / 8), "concurrency": 16,
-            "cloud_rate": 200.0, "cloud_burst": 200,
+            "cloud_rate": 200.0, "cloud_burst": 200, "quota_recheck_seconds": self.quota_recheck_seconds,
         }
         if self.cloud == "aws":
             base.update(aws_region=self.aws.region, aws_endpoint=self.aws.endpoint)
@@ -225,7 +226,8 @@ class SimCluster:
                "ROUTECTL_LEASE_DURATION": str(cfg.lease_duration),
                "ROUTECTL_RENEW_DEADLINE": str(cfg.renew_deadline),
                "ROUTECTL_RETRY_PERIOD": str(cfg.retry_period), "ROUTECTL_CONCURRENCY": str(cfg.concurrency),
-               "ROUTECTL_CLOUD_RATE": str(cfg.cloud_rate), "ROUTECTL_CLOUD_BURST": str(cfg.cloud_burst)}
+               "ROUTECTL_CLOUD_RATE": str(cfg.cloud_rate), "ROUTECTL_CLOUD_BURST": str(cfg.cloud_burst),
+               "ROUTECTL_QUOTA_RECHECK_SECONDS": str(cfg.quota_recheck_seconds)}
         if self.cloud == "aws":
             env.update(AWS_CREDENTIALS_ENV, ROUTECTL_AWS_REGION=cfg.aws_region,
                        ROUTECTL_AWS_ENDPOINT=cfg.aws_endpoint or "")

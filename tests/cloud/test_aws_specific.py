@@ -223,3 +223,40 @@ def test_ownership_follows_the_pools_node_mask(aws: AWSHarness) -> None:
     left = aws.sim.routes(table)
     assert "10.244.9.0/24" in left and "10.244.32.0/20" in left
     assert not any(f"10.244.0.{64 * i}/26" in left for i in range(3))
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_raised_quota_is_seen_within_five_minutes_while_nodes_wait_for_room(aws: AWSHarness) -> None:
+    """While a table is full, Service Quotas is re-read every 5 min (not every hour): the refused node gets
+    its route at the first sync after that. With room, the hourly cache stands."""
+    from routectl.cloud.aws import QUOTA_FULL_TTL
+
+    clock = FakeClock()
+    aws.set_limit(4)  # local + IGW routes take 2: two node routes fit per table
+    nodes = [aws.add_node(f"node-{i}", (f"10.244.{i}.0/24",)) for i in (1, 2, 3)]
+    rec = aws.reconciler(clock=clock)
+    res = rec.sync(nodes)
+    assert not res.nodes["node-3"].ok and res.nodes["node-3"].reason == "RouteLimitReached"
+    aws.set_limit(10)  # the quota increase is granted
+    reads = aws.sim.calls("servicequotas:GetServiceQuota")
+    clock.now += QUOTA_FULL_TTL - 1
+    assert not rec.sync(nodes).nodes["node-3"].ok  # still within the bound: the old value
+    assert aws.sim.calls("servicequotas:GetServiceQuota") == reads
+    clock.now += 2
+    assert rec.sync(nodes).nodes["node-3"].ok  # past it: re-read, room, route created
+    assert aws.sim.calls("servicequotas:GetServiceQuota") == reads + 1
+    clock.now += QUOTA_FULL_TTL + 1  # room now (6 of 10): back to the hourly cache
+    rec.sync(nodes)
+    assert aws.sim.calls("servicequotas:GetServiceQuota") == reads + 1
+    clock.now += 3600
+    rec.sync(nodes)
+    assert aws.sim.calls("servicequotas:GetServiceQuota") == reads + 2

@@ -50,6 +50,13 @@ def test_nodes_past_the_limit_ride_the_overlay_and_come_back(make_sim: Any, clou
             assert cond["reason"] == REASON_ROUTE_CREATED and n["spec"]["podCIDR"] in routes
     status = wait_for(lambda: s if (s := _pool_status(sim)).get("overlayNodes") == 2 else None, 30)
     assert (status["routedNodes"], status["overlayNodes"], status["routesProgrammed"]) == (3, 2, 3)
+    # the pool tells the truth: every node has a path (Ready), two ride the overlay until the quota rises
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Ready"]["status"] == "True", conds["Ready"]
+    over = conds["RoutesOverflowing"]
+    assert (over["status"], over["reason"]) == ("True", "RouteLimitReached")
+    assert "2 node(s)" in over["message"]
+    assert not any("routeLimitFallback" in c["message"] for c in conds.values()), conds
 
     # room appears: a routed node goes; one overlay node gets its route, and only then loses the annotation
     routed = next(n for n in sim.node_names if n not in overlay)
@@ -66,12 +73,14 @@ def test_nodes_past_the_limit_ride_the_overlay_and_come_back(make_sim: Any, clou
 
 
 def test_raised_quota_moves_overlay_nodes_back_at_the_next_resync(make_sim: Any) -> None:
-    """GCE reads its quota live (AWS caches Service Quotas for an hour): raise it, and the periodic resync
-    gives the overlay node its route, then drops the annotation."""
-    sim = make_sim(cloud="gce", nodes=3, route_limit=2, route_limit_fallback="Overlay", resync_seconds=2.0)
+    """While the quota is full it is re-read every quota_recheck_seconds (not the driver's long cache):
+    raise it, and the periodic resync after that gives the overlay node its route, then drops the
+    annotation."""
+    sim = make_sim(cloud="gce", nodes=3, route_limit=2, route_limit_fallback="Overlay", resync_seconds=2.0,
+                   quota_recheck_seconds=2.0)
     assert sim.wait_converged(60), sim.snapshot().to_dict()
     (on_overlay,) = wait_for(lambda: _overlay(sim) or None, 30)
-    sim.gce.static_routes_quota += 1
+    sim.gce.static_routes_quota += 1  # the per-network quota the sim enforces (routes_quota is None)
     wait_for(lambda: not _overlay(sim), 30)
     node = sim.kube.get("v1", "Node", on_overlay)
     assert node["spec"]["podCIDR"] in sim.cloud_routes()
