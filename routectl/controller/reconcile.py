@@ -33,6 +33,7 @@ from routectl.controller.state import IndexViews, NetworkState, NodeView, PoolVi
 from routectl.ipam.allocator import Allocator
 from routectl.ipam.errors import IPAMError
 from routectl.ipam.model import PoolSpec
+from routectl.routes.model import NodeRoutes
 
 if TYPE_CHECKING:
     from routectl.cloud.reconcile import RouteReconciler
@@ -346,11 +347,10 @@ class Controller:
         if self.routes is None:
             await self._remove_gone()
             return
-        nodes = [self.routing.node_routes(v, canon(v.pod_cidrs))
-                 for v in live.values() if v.pod_cidrs and self.assigner.problem(v.name) is None]
-        result = await self.routing.sync(nodes, initial)
+        result = await self.routing.sync(self._routable_nodes, initial)
         if result is None:
             return
+        live = self.node_views()
         for name, status in result.nodes.items():
             view = live.get(name)
             if view is not None:
@@ -360,6 +360,16 @@ class Controller:
             await self._serve_waiting()
         self.reporter.touch()
         self.metrics.reconcile.labels("resync").observe(time.monotonic() - started)
+
+    def _routable_nodes(self) -> list[NodeRoutes]:
+        """Every node that wants routes now: the podCIDRs it shows, or those we wrote that the cache does
+        not show yet (else a sync would delete the route the event path just made for it)."""
+        out = []
+        for v in self.node_views().values():
+            cidrs = self.assigner.cidrs_of(v)
+            if cidrs and self.assigner.problem(v.name) is None:
+                out.append(self.routing.node_routes(v, canon(cidrs)))
+        return out
 
     async def _resync_loop(self) -> None:
         while True:
