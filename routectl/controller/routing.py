@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
@@ -175,13 +175,13 @@ class Routing:
         self.stale_placeholders = failed
 
     # -------------------------------------------------------------------------------- gone nodes
-    def find_gone(self, live: dict[str, NodeView]) -> None:
+    def find_gone(self, live: Mapping[str, NodeView]) -> None:
         """Holders that are no Node any more (deleted while we were not watching) are gone nodes too."""
         for a in self.book.allocator.allocations():
             if a.node not in live and not a.node.startswith(STALE_PREFIX) and a.node not in self.gone:
                 self.gone[a.node] = NodeView(a.node, "", None, {}, a.cidrs, "", False, None)
 
-    async def remove_gone(self, live: dict[str, NodeView]) -> list[str]:
+    async def remove_gone(self, live: Mapping[str, NodeView]) -> list[str]:
         """Delete the routes of every gone node; return those whose routes are confirmed gone (their
         blocks may be released now, and only now)."""
         done: list[str] = []
