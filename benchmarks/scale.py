@@ -2,6 +2,7 @@
 the fake GCE server (this process), N nodes. Prints one JSON line per figure and N:
 
 - serve: N new nodes served (podCIDR + route + condition) from controller start, vs the cloud-bucket bound
+  (and, issue 15, the first podCIDR written after process start with N nodes waiting: goal <= 1 s)
   max(0, N - burst) / rate of the controller's client bucket (goal <= 1.1 x); Lease renewals that came
   >= 50 % of the renew deadline after the previous one (goal 0) and whether the Lease was lost;
 - startup: a new controller process with N existing nodes: process start to /readyz (leader, every node
@@ -75,6 +76,7 @@ class Controller:
                "ROUTECTL_IDENTITY": identity}
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
+        self.started_wall = time.time()  # the emulator's request log stamps wall-clock time
         self.proc = subprocess.Popen([sys.executable, "-m", "routectl.cli", "controller", "--log-level",
                                       "WARNING"], env=env, stdout=self.log, stderr=self.log)
 
@@ -108,6 +110,13 @@ def _late_renewals(sim: SimCluster, since: int, renew_deadline: float) -> tuple[
     return len(times), sum(1 for g in gaps if g >= 0.5 * renew_deadline), round(max(gaps, default=0.0), 3)
 
 
+def _first_pod_cidr(sim: SimCluster, since: int, started_wall: float) -> float | None:
+    """Seconds from controller process start to its first accepted podCIDR PATCH (a Node, not its status)."""
+    times = [r.time for r in sim.kube.requests.select(resource="nodes", verb="patch", subresource=None,
+                                                      since=since) if r.status == 200]
+    return round(min(times) - started_wall, 3) if times else None
+
+
 def _converged_count(sim: SimCluster) -> int:
     from routectl.sim.simulate import settled_count
 
@@ -137,6 +146,7 @@ def run(n: int, timeout: float, log_path: str) -> list[dict[str, Any]]:
         out.append({"bench": "serve", "nodes": n, "served_s": round(served, 2) if served else None,
                     "settled": _converged_count(sim), "bound_s": round(bound, 2),
                     "ratio": round(served / bound, 3) if served and bound else None,
+                    "first_pod_cidr_s": _first_pod_cidr(sim, mark, ctl.started_wall),
                     "lease_renewals": renewals, "renewals_past_half_deadline": late,
                     "max_renew_gap_s": max_gap,
                     "renew_deadline_s": cfg.renew_deadline, "lease_lost": ctl.proc.poll() == 3})
