@@ -160,17 +160,26 @@ class RouteReconciler:
             plan.calls = _calls_delta(before, self.driver.calls.snapshot())
             return plan
 
-    def sync(self, nodes: Sequence[NodeRoutes]) -> SyncResult:
+    def track_events(self) -> None:
+        """Start recording event work for the next `sync(tracked=True)`: a caller that builds the sync's
+        node list AFTER this call cannot lose a node routed by ensure() in between (its keys are left
+        alone by the sync), and a node routed before it is in that list."""
+        with self._lock:
+            self._touched, self._event_creates = set(), defaultdict(int)
+
+    def sync(self, nodes: Sequence[NodeRoutes], tracked: bool = False) -> SyncResult:
         """Full pass: list, plan, apply (deletes first so freed slots are reused); refreshes the cache.
 
         Per-node and per-route failures land in the result; only a failure to list the tables or read
         the capacity raises CloudError (nothing was changed then). Takes the reconciler lock only in
-        steps (module docstring): event-driven ensure()/remove() run between them.
+        steps (module docstring): event-driven ensure()/remove() run between them. `tracked`: event work
+        has been recorded since `track_events()` (called before `nodes` was built), keep that record.
         """
         with self._sync_lock:
             with self._lock:
                 before = self.driver.calls.snapshot()
-                self._touched, self._event_creates = set(), defaultdict(int)
+                if not tracked or self._touched is None:
+                    self._touched, self._event_creates = set(), defaultdict(int)
             try:
                 routes = self.driver.list_routes()  # events go on meanwhile; merged below
                 caps = self.driver.capacity(routes)

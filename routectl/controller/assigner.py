@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from routectl.constants import EVENT_CIDR_ASSIGNED, EVENT_CIDR_CONFLICT, EVENT_CIDR_NOT_AVAILABLE
 from routectl.controller import kube
@@ -38,7 +38,7 @@ class Assigner:
         self.findings: dict[str, list[Finding]] = {}
 
     # ---------------------------------------------------------------------------------- start-up
-    async def rebuild(self, nodes: dict[str, NodeView]) -> None:
+    async def rebuild(self, nodes: Mapping[str, NodeView]) -> None:
         """Occupy every existing podCIDR (the complete view) before any block is handed out."""
         async with self.lock:
             findings = self.book.rebuild(

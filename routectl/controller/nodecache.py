@@ -11,8 +11,8 @@ handled, as kopf's index was not. Ordering across the two sources is settled by 
 older than what the cache holds is ignored, an object absent from the LIST but older than it (deleted
 before the LIST) is not resurrected, and a deletion seen while the LIST runs is not undone by it.
 
-The cache is a `Mapping[str, tuple[NodeView]]`: the shape of a kopf index (name -> store of values) that
-`Controller.ensure_ready()`/`node_event()` consume, so it is passed where the index was.
+The cache is a `Mapping[str, NodeView]`, passed where the kopf index was: the Controller reads it live
+(membership and look-ups in O(1), no copy per event), where a kopf index had to be copied per read.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def _older(rv: str, than: str) -> bool:
     return a is not None and b is not None and a < b
 
 
-class NodeCache(Mapping[str, tuple[NodeView]]):
-    """Node name -> (its newest NodeView,), loaded by one LIST and updated by `apply()` (module docstring)."""
+class NodeCache(Mapping[str, NodeView]):
+    """Node name -> its newest NodeView, loaded by one LIST and updated by `apply()` (module docstring)."""
 
     def __init__(self, client: KubeClient, page_size: int = 500, retry_max: float = 30.0) -> None:
         self.client = client
@@ -56,11 +56,14 @@ class NodeCache(Mapping[str, tuple[NodeView]]):
         self.lists = 0  # LIST requests made (pages), for tests and metrics
 
     # ----- Mapping -----
-    def __getitem__(self, name: str) -> tuple[NodeView]:
-        return (self._views[name],)
+    def __getitem__(self, name: str) -> NodeView:
+        return self._views[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._views
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._views))
+        return iter(list(self._views))  # a copy: callers await while iterating, events change the cache
 
     def __len__(self) -> int:
         return len(self._views)

@@ -27,12 +27,14 @@ from routectl.controller.assigner import Assigner
 from routectl.controller.config import Config
 from routectl.controller.kube import EventRecorder, KubeClient
 from routectl.controller.metrics import Metrics
+from routectl.controller.nodecache import NodeCache
 from routectl.controller.reporting import STALE_PREFIX, Reporter
 from routectl.controller.routing import REASON_CLOUD_ERROR, RoutesFactory, Routing
 from routectl.controller.state import IndexViews, NetworkState, NodeView, PoolView, route_state
 from routectl.ipam.allocator import Allocator
 from routectl.ipam.errors import IPAMError
 from routectl.ipam.model import PoolSpec
+from routectl.routes.model import NodeRoutes
 
 if TYPE_CHECKING:
     from routectl.cloud.reconcile import RouteReconciler
@@ -67,6 +69,9 @@ class Controller:
         self._tasks: list[asyncio.Task[Any]] = []
         self._configured: tuple[Any, ...] | None = None
         self._node_locks: dict[str, asyncio.Lock] = {}
+        # nodes without a podCIDR after their last reconcile (no pool, pool full, write not landed):
+        # served again after a release, a pool change or a resync, without scanning every node
+        self._waiting: set[str] = set()
         self._room_pending = False  # routes were freed while nodes wait for room: resync soon
         self._room_task: asyncio.Task[None] | None = None
         self.handled = 0  # node events handled (tests and the simulator wait on it)
@@ -95,8 +100,8 @@ class Controller:
         """Full route passes completed."""
         return self.routing.resyncs
 
-    def node_views(self) -> dict[str, NodeView]:
-        """Every Node currently known (from the kopf index)."""
+    def node_views(self) -> Mapping[str, NodeView]:
+        """Every Node currently known (the live NodeCache, or a copy of the kopf index)."""
         return self.views.node_views()
 
     def pool_views(self) -> dict[str, PoolView]:
@@ -122,10 +127,13 @@ class Controller:
             if self._ready.is_set():
                 return
             self.views.node_index, self.views.pool_index = node_index, pool_index
+            if isinstance(node_index, NodeCache):
+                self.views.node_map = node_index
             started = time.monotonic()
             await self._configure_pools()
             nodes = self.node_views()
             await self.assigner.rebuild(nodes)
+            self._waiting = {v.name for v in nodes.values() if not v.pod_cidrs and not v.deleting}
             self._spawn("routectl-route-batches", self.routing.batch_loop)
             delay = 1.0
             while True:  # no block is handed out before stale routes are known (and deleted)
@@ -260,15 +268,18 @@ class Controller:
 
     async def _reconcile_node(self, view: NodeView) -> None:
         if view.deleting:
+            self._waiting.discard(view.name)
             return  # pods may still run there; the route and block go when the Node object is gone
         cidrs = self.assigner.cidrs_of(view)
         if not cidrs:
+            self._waiting.add(view.name)
             assigned = await self.assigner.assign(view)
             if assigned is None:
                 return
             view, cidrs = assigned
         elif view.pod_cidrs:  # an empty view of a node we wrote is stale: it changes nothing
             await self.assigner.occupy(view)
+        self._waiting.discard(view.name)
         problem = self.assigner.problem(view.name)
         if problem is not None:
             await self.reporter.set_condition(view, route_state(False, "CIDRNotRouted", problem))
@@ -281,7 +292,14 @@ class Controller:
 
     async def _serve_waiting(self) -> None:
         """Retry nodes without a podCIDR (after a pool change or a release made room), concurrently."""
-        waiting = [v for v in self.node_views().values() if not v.deleting and not self.assigner.cidrs_of(v)]
+        live = self.node_views()
+        waiting = []
+        for name in list(self._waiting):
+            v = live.get(name)
+            if v is None or v.deleting or self.assigner.cidrs_of(v):
+                self._waiting.discard(name)  # gone, going, or served meanwhile
+            else:
+                waiting.append(v)
         if waiting:
             await asyncio.gather(*(self.reconcile_node(v) for v in waiting), return_exceptions=True)
 
@@ -293,6 +311,7 @@ class Controller:
         async with lock:
             if view.name in self.node_views():
                 return  # re-created meanwhile; the new object is handled by its own events
+            self._waiting.discard(view.name)
             self.routing.gone[view.name] = view
             released = await self._remove_gone(serve=False)
         if released:
@@ -346,11 +365,10 @@ class Controller:
         if self.routes is None:
             await self._remove_gone()
             return
-        nodes = [self.routing.node_routes(v, canon(v.pod_cidrs))
-                 for v in live.values() if v.pod_cidrs and self.assigner.problem(v.name) is None]
-        result = await self.routing.sync(nodes, initial)
+        result = await self.routing.sync(self._routable_nodes, initial)
         if result is None:
             return
+        live = self.node_views()
         for name, status in result.nodes.items():
             view = live.get(name)
             if view is not None:
@@ -360,6 +378,16 @@ class Controller:
             await self._serve_waiting()
         self.reporter.touch()
         self.metrics.reconcile.labels("resync").observe(time.monotonic() - started)
+
+    def _routable_nodes(self) -> list[NodeRoutes]:
+        """Every node that wants routes now: the podCIDRs it shows, or those we wrote that the cache does
+        not show yet (else a sync would delete the route the event path just made for it)."""
+        out = []
+        for v in self.node_views().values():
+            cidrs = self.assigner.cidrs_of(v)
+            if cidrs and self.assigner.problem(v.name) is None:
+                out.append(self.routing.node_routes(v, canon(cidrs)))
+        return out
 
     async def _resync_loop(self) -> None:
         while True:

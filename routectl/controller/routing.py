@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
@@ -57,6 +57,7 @@ class Routing:
         self.resyncs = 0
         self._batch: Batch = {}
         self._batch_wakeup = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
 
     async def retarget(self, specs: list[PoolSpec]) -> None:
         """Build the route reconciler for the pools' CIDRs, or point it at a changed set of CIDRs."""
@@ -135,12 +136,20 @@ class Routing:
         await self.reporter.post_limit_events(new_warnings)
 
     # ------------------------------------------------------------------------------------- resync
-    async def sync(self, nodes: list[NodeRoutes], initial: bool) -> SyncResult | None:
-        """One full pass (one list per table); None when it failed (raised instead when `initial`)."""
+    async def sync(self, nodes_now: Callable[[], list[NodeRoutes]], initial: bool) -> SyncResult | None:
+        """One full pass (one list per table); None when it failed (raised instead when `initial`).
+
+        `nodes_now` builds the node list only once the reconciler records event work: a node routed by
+        the event path before that is in the list, one routed after it is left alone by the sync, so no
+        sync deletes the route of a node assigned while it started. One sync at a time (the record)."""
         if self.routes is None or self.fenced():
             return None
+        routes = self.routes
         try:
-            result = await asyncio.to_thread(self.routes.sync, nodes)
+            async with self._sync_lock:
+                await asyncio.to_thread(routes.track_events)
+                nodes = nodes_now()
+                result = await asyncio.to_thread(routes.sync, nodes, True)
         except Exception as exc:
             log.warning("route resync failed: %s", exc)
             if initial:
@@ -166,13 +175,13 @@ class Routing:
         self.stale_placeholders = failed
 
     # -------------------------------------------------------------------------------- gone nodes
-    def find_gone(self, live: dict[str, NodeView]) -> None:
+    def find_gone(self, live: Mapping[str, NodeView]) -> None:
         """Holders that are no Node any more (deleted while we were not watching) are gone nodes too."""
         for a in self.book.allocator.allocations():
             if a.node not in live and not a.node.startswith(STALE_PREFIX) and a.node not in self.gone:
                 self.gone[a.node] = NodeView(a.node, "", None, {}, a.cidrs, "", False, None)
 
-    async def remove_gone(self, live: dict[str, NodeView]) -> list[str]:
+    async def remove_gone(self, live: Mapping[str, NodeView]) -> list[str]:
         """Delete the routes of every gone node; return those whose routes are confirmed gone (their
         blocks may be released now, and only now)."""
         done: list[str] = []

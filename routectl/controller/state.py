@@ -88,6 +88,8 @@ class IndexViews:
     def __init__(self) -> None:
         self.node_index: Mapping[str, Any] | None = None
         self.pool_index: Mapping[str, Any] | None = None
+        # Nodes as a live name -> view mapping (routectl's NodeCache): read in O(1), never copied
+        self.node_map: Mapping[str, NodeView] | None = None
 
     @staticmethod
     def _views(index: Mapping[str, Any] | None) -> list[Any]:
@@ -98,8 +100,11 @@ class IndexViews:
                 break
         return out
 
-    def node_views(self) -> dict[str, NodeView]:
-        """Every Node currently known."""
+    def node_views(self) -> Mapping[str, NodeView]:
+        """Every Node currently known: the live NodeCache when there is one (O(1)), else a copy of the
+        kopf index."""
+        if self.node_map is not None:
+            return self.node_map
         return {v.name: v for v in self._views(self.node_index)}
 
     def pool_views(self) -> dict[str, PoolView]:

@@ -198,3 +198,31 @@ def test_a_networks_own_static_routes_quota_wins_over_the_default(gce: GCEHarnes
     drv = gce.driver()
     [cap] = drv.capacity(drv.list_routes())
     assert cap.limit == 40 and "STATIC_ROUTES_PER_NETWORK" in cap.quota_name
+
+
+def test_proxy_settings_of_the_environment_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The driver reads the environment's proxy settings once per client instead of on every call
+    # (requests' trust_env); they must still apply: a proxy is used, NO_PROXY still exempts a host.
+    import socket
+
+    import requests
+
+    from routectl.cloud.base import CloudError
+
+    with socket.socket() as s:  # a port nobody listens on: any request sent through the "proxy" fails
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    for var in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    h = GCEHarness()
+    try:
+        h.reconciler().sync([h.add_node("node-1", ("10.244.1.0/24",))])  # exempt: served directly
+        assert len(h.all_routes()) == 1
+        monkeypatch.delenv("NO_PROXY")
+        # a new client (a new driver) goes through the dead proxy
+        with pytest.raises((CloudError, requests.exceptions.ProxyError)):
+            h.reconciler().driver.list_routes()
+    finally:
+        h.close()

@@ -39,3 +39,16 @@ def test_ensure_is_served_during_a_long_sync_and_the_sync_leaves_its_keys_alone(
     # the next sync agrees: nothing to do for the newcomer, every other route gone
     again = rc.sync([NodeRoutes(newcomer.name, newcomer.uid, newcomer.provider_id, (last,))])
     assert again.nodes["newcomer"].ok and not again.actions and not again.failed
+
+
+def test_a_tracked_sync_leaves_alone_what_event_work_did_before_it_started(cloud: Any) -> None:
+    # The controller calls track_events(), builds its node list, then sync(tracked=True): a node routed
+    # by ensure() between the two (not in the list) keeps its route.
+    rc = cloud.reconciler()
+    rc.sync([])
+    rc.track_events()
+    newcomer = cloud.add_node("newcomer", ("10.244.7.0/24",))
+    assert rc.ensure([newcomer]).nodes["newcomer"].ok
+    result = rc.sync([], tracked=True)
+    assert not [a for a in result.actions if a.kind == "delete"], result.actions
+    assert cloud.routes_to() == {"10.244.7.0/24": {cloud.target_of(newcomer)}}

@@ -46,10 +46,12 @@ def test_one_paginated_list_gives_every_node_in_the_kopf_index_shape(kube: KubeS
     cache = asyncio.run(_loaded(kube))
     assert cache.loaded and cache.lists == 3  # 7 nodes in pages of 3
     assert sorted(cache) == [f"n{i}" for i in range(7)]
-    # what the Controller reads from a kopf index: name -> a store whose first value is the view
-    views = {v.name: v for v in IndexViews._views(cache)}
-    assert views["n3"].pod_cidrs == ("10.0.3.0/24",) and views["n2"].pod_cidrs == ()
-    assert cache["n1"][0].provider_id == "gce://p/z/n1"
+    # what the Controller reads: name -> the node's view, live (no copy per read)
+    views = IndexViews()
+    views.node_map = cache
+    assert views.node_views() is cache
+    assert cache["n3"].pod_cidrs == ("10.0.3.0/24",) and cache["n2"].pod_cidrs == ()
+    assert cache["n1"].provider_id == "gce://p/z/n1" and "n1" in cache and "zz" not in cache
 
 
 def test_events_apply_in_resource_version_order(kube: KubeServer) -> None:
@@ -59,9 +61,9 @@ def test_events_apply_in_resource_version_order(kube: KubeServer) -> None:
     rv = int(b["metadata"]["resourceVersion"])
     stale = {**a, "spec": {**a["spec"], "podCIDR": "10.9.9.0/24"}}
     cache.apply(None, _with_rv(stale, int(a["metadata"]["resourceVersion"]) - 1))  # older than the LIST
-    assert cache["a"][0].pod_cidrs == ()
+    assert cache["a"].pod_cidrs == ()
     cache.apply("MODIFIED", _with_rv(stale, rv + 5))
-    assert cache["a"][0].pod_cidrs == ("10.9.9.0/24",)
+    assert cache["a"].pod_cidrs == ("10.9.9.0/24",)
     ghost = kubelet_node("ghost", "gce://p/z/ghost", "z")
     cache.apply(None, _with_rv(ghost, 1))  # absent from a newer LIST: deleted since, not resurrected
     assert "ghost" not in cache
