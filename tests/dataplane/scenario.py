@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,10 +219,27 @@ def assert_nat_less_and_masqueraded(sc: Scenario) -> None:
     assert sc.seen("b", 0, topology.INTERNET_HOST_IP) == b.ip, "pod → internet must be masqueraded to node B"
 
 
+def wait_ipv6_settled(sc: Scenario, timeout: float = 10.0) -> None:
+    """Wait until no IPv6 address in the nodes' and pods' namespaces is still tentative: the bridge's
+    gateway address goes through duplicate address detection (about a second) after the first pod is
+    wired, and until then the kernel does not forward through it, so a first probe could be lost."""
+    nodes = list(sc.topo.nodes.values())
+    namespaces = [n.ns for n in nodes] + [p.ns for n in nodes for p in n.pods]
+    deadline = time.monotonic() + timeout
+    while True:
+        tentative = {ns.name: out for ns in namespaces
+                     if (out := ns.ip("-6", "addr", "show", "tentative").stdout.strip())}
+        if not tentative:
+            return
+        assert time.monotonic() < deadline, f"IPv6 addresses still tentative after {timeout}s: {tentative}"
+        time.sleep(0.1)
+
+
 def assert_ipv6_nat_less_and_masqueraded(sc: Scenario) -> None:
     """The same promise over IPv6 on dual-stack nodes."""
     a, b = sc.topo.nodes["a"], sc.topo.nodes["b"]
     a1, b1 = a.pods[0], b.pods[0]
+    wait_ipv6_settled(sc)
     assert sc.seen("a", 0, b1.ip6) == a1.ip6, "IPv6 pod → pod must keep the pod's source"
     assert sc.seen("b", 1, a.pods[1].ip6) == b.pods[1].ip6
     assert sc.seen("a", 0, b.ip6 or "") == a1.ip6, "IPv6 pod → node must keep the pod's source"
