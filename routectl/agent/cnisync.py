@@ -20,6 +20,7 @@ from typing import Any
 
 from routectl.agent import cni
 from routectl.agent.iptables import IptablesError, Runner
+from routectl.agent.notify import report_changed
 from routectl.agent.sync import node_pod_cidrs
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,8 @@ class CniSyncer:
 
     def _failed(self, message: str, content: str | None = None) -> CniResult:
         log.error("CNI config: %s", message)
-        if message != self._reported:
-            self._reported = message
-            if self.report is not None:
-                try:
-                    self.report(f"CNI config not written: {message}")
-                except Exception:  # reporting must never break the sync
-                    log.exception("could not report CNI config error")
+        self._reported = report_changed(self.report, self._reported, message,
+                                        f"CNI config not written: {message}")
         return CniResult(errors=(message,), content=content)
 
     def _warn_shadowing(self) -> None:

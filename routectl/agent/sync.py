@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from routectl.agent import rules
 from routectl.agent.iptables import Iptables
+from routectl.agent.notify import report_changed
 from routectl.agent.sysctl import ensure_forwarding
 from routectl.ipam.errors import InvalidCIDRError, PoolSpecError
 from routectl.ipam.model import PoolSpec
@@ -221,15 +222,9 @@ class MasqSyncer:
         message = "; ".join(errors)
         for err in errors:
             log.error("masquerade input rejected: %s", err)
-        if message == self._reported:
-            return
-        self._reported = message
         action = " and ".join(
             part for part, on in (("keeping the last good rules", kept),
                                   ("installed the rules without the rejected entries", fresh)) if on
         ) or "no rules to install"
-        if self.report is not None:
-            try:
-                self.report(f"invalid masquerade input, {action}: {message}")
-            except Exception:  # reporting must never stop the rules from being kept
-                log.exception("could not report masquerade error")
+        self._reported = report_changed(self.report, self._reported, message,
+                                        f"invalid masquerade input, {action}: {message}")

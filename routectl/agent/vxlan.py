@@ -19,6 +19,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from routectl.agent.notify import report_changed
 from routectl.agent.overlay import (
     Device,
     Fdb,
@@ -190,15 +191,11 @@ class VxlanSyncer:
         message = "; ".join(errors)
         for err in errors:
             log.error("overlay: %s", err)
-        if not errors or message == self._reported:
-            self._reported = message or None
+        if not errors:
+            self._reported = None
             return
-        self._reported = message
-        if self.report is not None:
-            try:
-                self.report(f"overlay not fully applied: {message}")
-            except Exception:  # reporting must never break the sync
-                log.exception("could not report overlay error")
+        self._reported = report_changed(self.report, self._reported, message,
+                                        f"overlay not fully applied: {message}")
 
 
 @dataclass
