@@ -16,7 +16,6 @@ from routectl.crd import load_crd
 from routectl.sim.kube import KubeServer
 from tests.dataplane.netns import NetnsFactory
 from tests.dataplane.test_agent_kube import cni_args, uplink
-from tests.dataplane.test_overlay_apply import vxns  # noqa: F401  (fixture: own netns prefix)
 
 pytestmark = pytest.mark.dataplane
 DEV = "routectl.vxlan"
@@ -41,9 +40,9 @@ def kube() -> Iterator[KubeServer]:
         yield server
 
 
-def test_cli_once_builds_the_overlay_and_cleanup_removes_it(vxns: NetnsFactory, kube: KubeServer,  # noqa: F811
+def test_cli_once_builds_the_overlay_and_cleanup_removes_it(netns: NetnsFactory, kube: KubeServer,
                                                             tmp_path: Path) -> None:
-    ns = vxns("node")
+    ns = netns("node")
     uplink(ns, 1500)
     (tmp_path / "net.d").mkdir()
     base = ["agent", "--netns", ns.name, "--kubeconfig", kube.kubeconfig_path, *cni_args(tmp_path)]
@@ -62,9 +61,9 @@ def test_cli_once_builds_the_overlay_and_cleanup_removes_it(vxns: NetnsFactory, 
     assert DEV not in ns.ip("link").stdout and "10.244.3.0" not in ns.ip("route").stdout
 
 
-def test_no_overlay_flag_leaves_vxlan_alone(vxns: NetnsFactory, kube: KubeServer,  # noqa: F811
+def test_no_overlay_flag_leaves_vxlan_alone(netns: NetnsFactory, kube: KubeServer,
                                             tmp_path: Path) -> None:
-    ns = vxns("node")
+    ns = netns("node")
     uplink(ns, 1500)
     args = ["agent", "--once", "--no-overlay", "--no-manage-cni", "--netns", ns.name,
             "--kubeconfig", kube.kubeconfig_path]
@@ -73,12 +72,12 @@ def test_no_overlay_flag_leaves_vxlan_alone(vxns: NetnsFactory, kube: KubeServer
     assert DEV not in ns.ip("link").stdout
 
 
-def test_without_an_overlay_pool_the_agent_lists_no_nodes(vxns: NetnsFactory, kube: KubeServer,  # noqa: F811
+def test_without_an_overlay_pool_the_agent_lists_no_nodes(netns: NetnsFactory, kube: KubeServer,
                                                           tmp_path: Path) -> None:
     """A cluster that never opts in pays nothing: no Node list, no device (the all-Nodes watch remains)."""
     kube.patch(API_VERSION, POOL_KIND, "default", {"spec": {"routeLimitFallback": None}})
     kube.patch("v1", "Node", "node-c", {"metadata": {"annotations": None}})
-    ns = vxns("node")
+    ns = netns("node")
     uplink(ns, 1500)
     mark = kube.requests.mark()
     args = ["agent", "--once", "--no-manage-cni", "--netns", ns.name, "--kubeconfig", kube.kubeconfig_path]

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
 
 from routectl.agent.overlay import OverlaySettings, compute_overlay
 from routectl.agent.vxlan import OverlayError, VxlanSyncer
 from routectl.constants import TRANSPORT_ANNOTATION
-from tests.dataplane.netns import Netns, NetnsFactory, root_namespace_snapshot
+from tests.dataplane.netns import Netns, NetnsFactory
 
 pytestmark = pytest.mark.dataplane
 
 DEV = "routectl.vxlan"
-
-
-@pytest.fixture
-def vxns(_dataplane_prerequisites: None) -> Iterator[NetnsFactory]:
-    """Like the `netns` fixture, under this module's own prefix (other engineers run rctl-* tests)."""
-    before = root_namespace_snapshot()
-    factory = NetnsFactory(prefix=f"rvx-{secrets.token_hex(3)}-")
-    try:
-        yield factory
-    finally:
-        errors = factory.cleanup()
-        leftovers = factory.leftovers()
-    assert not errors, errors
-    assert not leftovers, f"namespaces left behind: {leftovers}"
-    assert root_namespace_snapshot() == before, "the test changed the root network namespace"
 
 
 def node(name: str, ip: str, *cidrs: str, overlay: bool = False) -> dict:
@@ -44,8 +26,8 @@ C = node("c", "192.168.0.12", "10.244.2.0/24", "fd00:12::/64", overlay=True)
 D = node("d", "192.168.0.13", "10.244.3.0/24", overlay=True)
 
 
-def host(vxns: NetnsFactory) -> Netns:
-    ns = vxns("a")
+def host(netns: NetnsFactory) -> Netns:
+    ns = netns("a")
     ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
     ns.ip("addr", "add", "192.168.0.10/24", "dev", "eth0")
     ns.ip("link", "set", "eth0", "up")
@@ -53,8 +35,8 @@ def host(vxns: NetnsFactory) -> Netns:
     return ns
 
 
-def test_apply_is_idempotent_repairs_and_cleans_up(vxns: NetnsFactory) -> None:
-    ns = host(vxns)
+def test_apply_is_idempotent_repairs_and_cleans_up(netns: NetnsFactory) -> None:
+    ns = host(netns)
     syncer = VxlanSyncer(DEV, netns=ns.name)
     desired = compute_overlay("a", [A, B, C], OverlaySettings(), underlay_mtu=1500)
     first = syncer.sync(desired)
@@ -93,8 +75,8 @@ def test_apply_is_idempotent_repairs_and_cleans_up(vxns: NetnsFactory) -> None:
     assert syncer.cleanup() is False
 
 
-def test_nothing_to_do_means_no_device_and_a_foreign_device_is_left_alone(vxns: NetnsFactory) -> None:
-    ns = host(vxns)
+def test_nothing_to_do_means_no_device_and_a_foreign_device_is_left_alone(netns: NetnsFactory) -> None:
+    ns = host(netns)
     syncer = VxlanSyncer(DEV, netns=ns.name)
     assert syncer.sync(compute_overlay("a", [A, B], OverlaySettings())).writes == 0
     assert DEV not in ns.ip("link").stdout

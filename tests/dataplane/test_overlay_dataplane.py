@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -35,9 +34,8 @@ from routectl.routes.fallback import (
 )
 from routectl.routes.model import NodeRoutes
 from tests.dataplane import scenario, topology
-from tests.dataplane.netns import Netns, NetnsFactory, start_peer_server
+from tests.dataplane.netns import Netns, start_peer_server
 from tests.dataplane.scenario import PORT, Lab
-from tests.dataplane.test_overlay_apply import vxns  # noqa: F401  (fixture: own netns prefix)
 from tests.dataplane.topology import NodeSpec
 
 pytestmark = pytest.mark.dataplane
@@ -45,16 +43,6 @@ pytestmark = pytest.mark.dataplane
 NODES = {**scenario.NODES, "c": NodeSpec("10.0.0.12", ("10.244.2.0/24",))}
 DEV = "routectl.vxlan"
 OVERLAY_POOL = {**scenario.POOL, "spec": {**scenario.POOL["spec"], "routeLimitFallback": "Overlay"}}
-
-
-@pytest.fixture
-def vxlab(vxns: NetnsFactory, tmp_path: Path) -> Iterator[Lab]:  # noqa: F811
-    lab = Lab(vxns, tmp_path)
-    try:
-        yield lab
-    finally:
-        errors = lab.teardown()
-    assert not errors, errors
 
 
 def node_list(overlay: set[str]) -> list[dict]:
@@ -187,7 +175,7 @@ CLOUDS: dict[str, Callable[[], AbstractContextManager[QuotaCloud]]] = {"gce": gc
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cloud", sorted(CLOUDS))
-def test_node_refused_by_the_full_table_falls_back_to_the_overlay(vxlab: Lab, cloud: str) -> None:
+def test_node_refused_by_the_full_table_falls_back_to_the_overlay(lab: Lab, cloud: str) -> None:
     with CLOUDS[cloud]() as qc:
         qc.set_room(2)
         order = [qc.nodes[n] for n in NODES]
@@ -203,8 +191,8 @@ def test_node_refused_by_the_full_table_falls_back_to_the_overlay(vxlab: Lab, cl
         routes = qc.read_back()
         assert routes == {"10.244.0.0/24": "a", "10.244.1.0/24": "b"}, routes
 
-        sc = scenario.build(vxlab, routes, nodes=NODES)
-        start_peer_server(vxlab.netns, sc.topo.nodes["c"].pods[0].ns, PORT)
+        sc = scenario.build(lab, routes, nodes=NODES)
+        start_peer_server(lab.netns, sc.topo.nodes["c"].pods[0].ns, PORT)
         syncs = overlay_syncs(sc.topo)
         apply(syncs, {"c"})
         assert_overlay_beside_routes(sc, syncs)
@@ -224,11 +212,11 @@ def test_node_refused_by_the_full_table_falls_back_to_the_overlay(vxlab: Lab, cl
         assert counters(sc) == before == {n: 0 for n in NODES}  # no device left: no encapsulation
 
 
-def test_overlay_node_works_beside_routed_nodes(vxlab: Lab) -> None:
+def test_overlay_node_works_beside_routed_nodes(lab: Lab) -> None:
     """Static routes (no cloud): the fast variant of the proof."""
-    sc = scenario.build(vxlab, {"10.244.0.0/24": "a", "10.244.1.0/24": "b"}, nodes=NODES)
+    sc = scenario.build(lab, {"10.244.0.0/24": "a", "10.244.1.0/24": "b"}, nodes=NODES)
     a, c = sc.topo.nodes["a"], sc.topo.nodes["c"]
-    start_peer_server(vxlab.netns, c.pods[0].ns, PORT)
+    start_peer_server(lab.netns, c.pods[0].ns, PORT)
     syncs = overlay_syncs(sc.topo)
     assert sc.seen("a", 0, c.pods[0].ip) is None  # the router has no route for C: dead without the overlay
     apply(syncs, {"c"})
