@@ -28,6 +28,12 @@ def _wrap(text: str, indent: str, width: int = 100) -> list[str]:
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent) or [indent]
 
 
+def table_count(route_tables: Sequence[Mapping[str, Any]]) -> int:
+    """How many route tables a node's route must be in: AWS reports one capacity per IP family of a table
+    (`rtb-1/ipv4`, `rtb-1/ipv6`), which is still one table."""
+    return len({str(t["id"]).removesuffix("/ipv4").removesuffix("/ipv6") for t in route_tables})
+
+
 def node_route_cells(node: Mapping[str, Any], table_count: int) -> tuple[str | None, str | None]:
     """(ROUTE, NEXT HOP) cells: the destination(s) and hop(s); "(k/n tables)" when not in every table."""
     routes = node["routes"]
@@ -107,7 +113,8 @@ def render_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
 
 def render_simulate(report: Mapping[str, Any]) -> str:
     """The whole `routectl simulate` text output."""
-    parts = [f"Nodes ({report['cloud']}):", render_nodes(report["nodes"], len(report["routeTables"])), ""]
+    parts = [f"Nodes ({report['cloud']}):", render_nodes(report["nodes"], table_count(report["routeTables"])),
+             ""]
     parts += ["Route tables:", render_tables(report["routeTables"]), ""]
     parts += ["Pools:", render_pools(report["pools"]), ""]
     if report["warnings"]:

@@ -235,3 +235,18 @@ def test_status_reports_an_overlay_node_as_on_the_overlay_not_as_a_missing_route
                                        "reason": "RouteOverlay", "message": "over the VXLAN overlay: ..."}]}}
     entry = node_without_route(node, None, {}, {})
     assert entry is not None and entry["reason"] == "RouteOverlay" and entry["routes"] == []
+
+
+def test_a_tables_two_family_capacities_count_as_one_table_for_a_nodes_routes() -> None:
+    """AWS reports rtb-1/ipv4 and rtb-1/ipv6 (one capacity per family): an IPv4 node routed in rtb-1 is
+    in every table; with a second table it is in one of two and the cell says so."""
+    from routectl.ops.render import node_route_cells, table_count
+
+    node = {"podCIDRs": ["10.244.1.0/24"],
+            "routes": [{"table": "rtb-1", "destination": "10.244.1.0/24", "nextHop": "eni-1"}]}
+    one_table = [{"id": "rtb-1/ipv4"}, {"id": "rtb-1/ipv6"}]
+    assert table_count(one_table) == 1
+    assert node_route_cells(node, table_count(one_table)) == ("10.244.1.0/24", "eni-1")
+    two_tables = [*one_table, {"id": "rtb-2/ipv4"}, {"id": "rtb-2/ipv6"}]
+    assert node_route_cells(node, table_count(two_tables))[0] == "10.244.1.0/24 (1/2 tables)"
+    assert table_count([{"id": "my-network"}]) == 1  # GCE: the network's quota
