@@ -15,6 +15,7 @@ import os
 import ssl
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,7 @@ class KubeClient:
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None  # long reads, off the work connections
         self._connections = connections
         self._fenced_except: str | None = None  # set once leadership is lost: only this path may be written
 
@@ -156,6 +158,9 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._watch_session is not None:
+            await self._watch_session.close()
+            self._watch_session = None
 
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -203,6 +208,39 @@ class KubeClient:
     async def get(self, path: str) -> dict[str, Any]:
         """GET one object or list."""
         return await self.request("GET", path)
+
+    async def watch(self, path: str, resource_version: str, timeout_seconds: int = 300) -> AsyncIterator[
+            dict[str, Any]]:
+        """Stream the watch events of a collection from `resource_version` (bookmarks on), one dict each,
+        until the server ends the watch. Raises ApiError for a refused watch (410 when it cannot resume).
+
+        Runs on a session of its own (no total timeout, one connection per watch), so a watch neither
+        takes one of the work connections nor is cut by their 30 s request timeout."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = aiohttp.ClientSession(
+                headers=self._headers, connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30))
+        params = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": resource_version,
+                  "timeoutSeconds": str(timeout_seconds)}
+        headers = {"Accept": "application/json", **self._auth_header()}
+        try:
+            async with self._watch_session.get(self.host + path, params=params, headers=headers) as resp:
+                if resp.status >= 300:
+                    text = await resp.text()
+                    try:
+                        status = json.loads(text)
+                    except ValueError:
+                        status = {}
+                    raise ApiError(resp.status, status.get("reason", resp.reason or ""),
+                                   status.get("message", text))
+                pending = b""  # no line-length limit: a Node with many images is a long line
+                async for chunk in resp.content.iter_any():
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ApiError(0, "Unreachable", f"WATCH {path}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------- nodes

@@ -27,7 +27,7 @@ from routectl.controller.kube import KubeClient, load_credentials
 from routectl.controller.leader import lease_client
 from routectl.controller.leasethread import LeaseThread, WatchedElector
 from routectl.controller.metrics import Metrics
-from routectl.controller.nodecache import NodeCache
+from routectl.controller.nodecache import NodeCache, PoolCache
 from routectl.controller.reconcile import Controller, RoutesFactory
 
 log = logging.getLogger(__name__)
@@ -193,10 +193,13 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                 return 0
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(kopf.operator(
-            registry=build_registry(controller, login=make_login(config.kubeconfig), nodes=NodeCache(client)),
+            registry=build_registry(controller, login=make_login(config.kubeconfig)),
             settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=kopf_stop,
         ), name="routectl-kopf")
-        watchers = {operator, asyncio.create_task(stop.wait())}
+        # Nodes and pools through routectl's own informers, beside kopf (routectl.controller.handlers)
+        informers = asyncio.create_task(controller.run(NodeCache(client), PoolCache(client)),
+                                        name="routectl-informers")
+        watchers = {operator, informers, asyncio.create_task(stop.wait())}
         holding = asyncio.create_task(lease.run(elector.hold)) if config.leader_elect else None
         if holding is not None:
             watchers.add(holding)
@@ -205,13 +208,17 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
         if lost:
             log.error("leader lease lost: stopping at once")
         kopf_stop.set()
+        informers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await informers
         await controller.close()
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(operator, timeout=10)
         for t in watchers:
             t.cancel()
-        if operator.done() and not operator.cancelled() and operator.exception() is not None:
-            raise operator.exception()  # type: ignore[misc]
+        for task in (operator, informers):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
     finally:
         with contextlib.suppress(Exception):
             await warming

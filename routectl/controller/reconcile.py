@@ -25,9 +25,10 @@ from routectl.constants import EVENT_POOL_INVALID
 from routectl.controller.allocation import AllocationBook, canon
 from routectl.controller.assigner import Assigner
 from routectl.controller.config import Config
+from routectl.controller.dispatch import Dispatcher
 from routectl.controller.kube import EventRecorder, KubeClient
 from routectl.controller.metrics import Metrics
-from routectl.controller.nodecache import NodeCache
+from routectl.controller.nodecache import NodeCache, ObjectCache, PoolCache
 from routectl.controller.reporting import STALE_PREFIX, Reporter
 from routectl.controller.routing import REASON_CLOUD_ERROR, RoutesFactory, Routing
 from routectl.controller.state import IndexViews, NetworkState, NodeView, PoolView, route_state
@@ -75,6 +76,7 @@ class Controller:
         self._room_pending = False  # routes were freed while nodes wait for room: resync soon
         self._room_task: asyncio.Task[None] | None = None
         self.handled = 0  # node events handled (tests and the simulator wait on it)
+        self.dispatchers: tuple[Dispatcher[NodeView], Dispatcher[PoolView]] | None = None
         self.health_port: int | None = None
         self.loop_crashes = 0  # background loop failures (each restarted, with the error logged)
         self.dead_loops: set[str] = set()  # loops that kept failing: /healthz turns red
@@ -127,8 +129,10 @@ class Controller:
             if self._ready.is_set():
                 return
             self.views.node_index, self.views.pool_index = node_index, pool_index
-            if isinstance(node_index, NodeCache):
+            if isinstance(node_index, ObjectCache):
                 self.views.node_map = node_index
+            if isinstance(pool_index, ObjectCache):
+                self.views.pool_map = pool_index
             started = time.monotonic()
             await self._configure_pools()
             nodes = self.node_views()
@@ -150,6 +154,47 @@ class Controller:
             self._spawn("routectl-pool-status", self._pool_status_loop)
             log.info("controller ready: %d nodes, %d pools, %d blocks held", len(nodes),
                      len(self.allocator.pools), len(self.allocator.allocations()))
+
+    async def wait_ready(self) -> None:
+        """Return once the start-up rebuild and first route sync are done (`run` does them)."""
+        await self._ready.wait()
+
+    async def run(self, nodes: NodeCache, pools: PoolCache) -> None:
+        """Drive the controller from its own informers (routectl.controller.nodecache): one LIST of each,
+        the start-up rebuild, the nodes waiting for a block served at once, then every watch event
+        dispatched per object (routectl.controller.dispatch) until cancelled.
+
+        Nothing waits for a per-object replay of the initial listing (what kopf did: 5,000 handler calls
+        before the first block): the LIST is the complete view, occupied before anything is handed out."""
+        await asyncio.gather(nodes.ready(), pools.ready())
+        await self.ensure_ready(nodes, pools)
+        node_events: Dispatcher[NodeView] = Dispatcher(self._node_view_event, "node")
+        pool_events: Dispatcher[PoolView] = Dispatcher(lambda _t, _v: self.pool_changed(nodes, pools), "pool")
+        self.dispatchers = (node_events, pool_events)
+        watches = [asyncio.create_task(nodes.run(lambda t, v: node_events.submit(t, v.name, v)),
+                                       name="routectl-watch-nodes"),
+                   asyncio.create_task(pools.run(lambda t, v: pool_events.submit(t, v.name, v)),
+                                       name="routectl-watch-pools")]
+        try:
+            await self._serve_waiting()
+            await asyncio.gather(*watches)
+        finally:
+            for t in watches:
+                t.cancel()
+            for d in (node_events, pool_events):
+                await d.close()
+
+    async def _node_view_event(self, event_type: str, view: NodeView) -> None:
+        """One Node change from the informer (the view is already in the cache)."""
+        started = time.monotonic()
+        try:
+            if event_type == "DELETED":
+                await self.node_gone(view)
+            else:
+                await self.reconcile_node(view)
+        finally:
+            self.handled += 1
+        self.metrics.reconcile.labels("node").observe(time.monotonic() - started)
 
     async def close(self) -> None:
         """Stop the background loops and the route reconciler's threads (the operator is stopping)."""
@@ -247,16 +292,7 @@ class Controller:
                          node_index: Mapping[str, Any], pool_index: Mapping[str, Any]) -> None:
         """One Node watch event: allocate and route it, or clean up after it when it is gone."""
         await self.ensure_ready(node_index, pool_index)
-        view = NodeView.from_body(body)
-        started = time.monotonic()
-        try:
-            if event_type == "DELETED":
-                await self.node_gone(view)
-            else:
-                await self.reconcile_node(view)
-        finally:
-            self.handled += 1
-        self.metrics.reconcile.labels("node").observe(time.monotonic() - started)
+        await self._node_view_event(event_type or "MODIFIED", NodeView.from_body(body))
 
     async def reconcile_node(self, view: NodeView) -> None:
         """Give the node a block if it has none, make its routes exist, and say so in its condition.

@@ -72,13 +72,15 @@ class PoolView:
     body: Mapping[str, Any]
     generation: int
     deleting: bool
+    resource_version: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PoolView:
         """Build from a PodCIDRPool object."""
         meta = body.get("metadata") or {}
         return cls(name=meta.get("name", ""), body=dict(body), generation=int(meta.get("generation") or 0),
-                   deleting=bool(meta.get("deletionTimestamp")))
+                   deleting=bool(meta.get("deletionTimestamp")),
+                   resource_version=str(meta.get("resourceVersion", "")))
 
 
 class IndexViews:
@@ -88,8 +90,9 @@ class IndexViews:
     def __init__(self) -> None:
         self.node_index: Mapping[str, Any] | None = None
         self.pool_index: Mapping[str, Any] | None = None
-        # Nodes as a live name -> view mapping (routectl's NodeCache): read in O(1), never copied
+        # live name -> view mappings (routectl's own informers): read in O(1), never copied
         self.node_map: Mapping[str, NodeView] | None = None
+        self.pool_map: Mapping[str, PoolView] | None = None
 
     @staticmethod
     def _views(index: Mapping[str, Any] | None) -> list[Any]:
@@ -108,7 +111,9 @@ class IndexViews:
         return {v.name: v for v in self._views(self.node_index)}
 
     def pool_views(self) -> dict[str, PoolView]:
-        """Every PodCIDRPool currently known."""
+        """Every PodCIDRPool currently known (a copy: a handful)."""
+        if self.pool_map is not None:
+            return dict(self.pool_map)
         return {v.name: v for v in self._views(self.pool_index)}
 
 

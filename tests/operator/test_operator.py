@@ -209,10 +209,10 @@ def test_restart_on_converged_cluster_makes_no_node_writes_and_no_cloud_changes(
     (sim.aws or sim.gce).reset_log()
 
     second = sim.start_controller(resync_seconds=1.0)
-    # every node handled, then two periodic resyncs after the initial one (each marks the pools dirty,
-    # so a pool-status flush ran in between): still nothing written
+    # every node occupied from the LIST and its route status applied by the initial resync, then two
+    # periodic resyncs (each marks the pools dirty, so a pool-status flush ran in between): nothing written
     wait_for(lambda: second.controller is not None and second.controller.ready
-             and second.controller.handled >= 30 and second.controller.resyncs >= 3, 60)
+             and len(second.controller.allocator.allocations()) == 30 and second.controller.resyncs >= 3, 60)
     before = second.controller.resyncs
     node_writes = sim.kube.requests.select(resource="nodes", writes=True, since=mark)
     assert node_writes == [], [(r.method, r.path) for r in node_writes]
