@@ -115,3 +115,90 @@ def test_a_new_leader_occupies_every_existing_podcidr_from_the_list_before_servi
     assert [cidrs[n] for n in old] == [f"10.244.{i}.0/24" for i in range(40)]
     assert len(set(cidrs.values())) == 50, "a block held by an existing node was handed out again"
     assert all(cidrs[n] not in {f"10.244.{i}.0/24" for i in range(40)} for n in new)
+
+
+# ----------------------------------------------------------------------------- the informer's own watch
+async def _until(pred: Any, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def _set_cidr(kube: KubeServer, name: str, cidr: str) -> None:
+    kube.patch("v1", "Node", name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+
+
+def test_the_watch_hands_on_every_change_in_order_and_resumes_without_listing_again(kube: KubeServer) -> None:
+    _node(kube, "a")
+    _node(kube, "b")
+
+    async def go() -> tuple[NodeCache, list[tuple[str, str, tuple[str, ...]]]]:
+        client = KubeClient(kube.url)
+        cache = NodeCache(client, watch_seconds=1)  # the server ends each watch after a second
+        seen: list[tuple[str, str, tuple[str, ...]]] = []
+        task = asyncio.create_task(cache.run(lambda t, v: seen.append((t, v.name, v.pod_cidrs))))
+        await cache.ready()
+        await asyncio.to_thread(_node, kube, "c")
+        await asyncio.to_thread(_set_cidr, kube, "a", "10.0.1.0/24")
+        await asyncio.to_thread(kube.delete, "v1", "Node", "b")
+        await _until(lambda: len(seen) >= 3)
+        await _until(lambda: cache.watches >= 3)  # two server-side ends of the watch, resumed
+        await asyncio.to_thread(_set_cidr, kube, "c", "10.0.3.0/24")
+        await _until(lambda: len(seen) >= 4)
+        task.cancel()
+        await client.close()
+        return cache, seen
+
+    cache, seen = asyncio.run(go())
+    assert seen == [("ADDED", "c", ()), ("MODIFIED", "a", ("10.0.1.0/24",)), ("DELETED", "b", ()),
+                    ("MODIFIED", "c", ("10.0.3.0/24",))]
+    assert cache.lists == 1, "a resumed watch needs no new LIST"
+    assert sorted(cache) == ["a", "c"] and cache["c"].pod_cidrs == ("10.0.3.0/24",)
+
+
+def test_after_410_gone_the_relist_is_diffed_into_deleted_and_modified_events() -> None:
+    with KubeServer(history_size=3) as kube:
+        for name in ("a", "b", "c"):
+            _node(kube, name)
+
+        async def go() -> tuple[NodeCache, list[tuple[str, str, tuple[str, ...]]]]:
+            client = KubeClient(kube.url)
+            cache = NodeCache(client, page_size=2)
+            await cache.ready()
+            # while no watch runs, more changes than the server's history holds: a resume is impossible
+            await asyncio.to_thread(kube.delete, "v1", "Node", "b")
+            await asyncio.to_thread(_set_cidr, kube, "c", "10.0.3.0/24")
+            await asyncio.to_thread(_node, kube, "d")
+            await asyncio.to_thread(_node, kube, "e")
+            seen: list[tuple[str, str, tuple[str, ...]]] = []
+            task = asyncio.create_task(cache.run(lambda t, v: seen.append((t, v.name, v.pod_cidrs))))
+            await _until(lambda: len(seen) >= 4)
+            await asyncio.to_thread(_set_cidr, kube, "a", "10.0.1.0/24")  # and the watch goes on after it
+            await _until(lambda: len(seen) >= 5)
+            task.cancel()
+            await client.close()
+            return cache, seen
+
+        cache, seen = asyncio.run(go())
+    assert sorted(seen[:4]) == [("DELETED", "b", ()), ("MODIFIED", "c", ("10.0.3.0/24",)),
+                                ("MODIFIED", "d", ()), ("MODIFIED", "e", ())]
+    assert seen[4] == ("MODIFIED", "a", ("10.0.1.0/24",))
+    assert sorted(cache) == ["a", "c", "d", "e"]
+    assert cache.lists == 2 + 2  # the first LIST and the re-LIST, two pages each
+
+
+def test_a_deleted_node_is_never_resurrected_by_an_older_version() -> None:
+    """A write's response can reach the cache after the object's DELETED (tombstones outlive the LIST)."""
+    cache = NodeCache(None)  # type: ignore[arg-type]  # apply() does no I/O
+    cache._loaded.set()
+    node = kubelet_node("x", "gce://p/z/x", "z")
+    cache.apply("ADDED", _with_rv(node, 10))
+    cache.apply("DELETED", _with_rv(node, 12))
+    late = {**node, "spec": {**node["spec"], "podCIDR": "10.0.0.0/24", "podCIDRs": ["10.0.0.0/24"]}}
+    assert cache.apply("MODIFIED", _with_rv(late, 11)) is None  # our write landed before the deletion
+    assert "x" not in cache
+    assert cache.apply("ADDED", _with_rv(node, 13)) is not None  # re-created: a newer object
+    assert cache["x"].resource_version == "13"
+    assert cache.apply("DELETED", _with_rv(node, 12)) is None  # the old object's deletion, late
+    assert "x" in cache
