@@ -48,6 +48,7 @@ PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\
 INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
 MAX_NAME = 63
 PAGE_SIZE = 500
+ZONE_RELIST_SECONDS = 5.0  # a zone listing is never repeated sooner, however many instances it misses
 # Default rates: GCE allows 1,500 global mutations per project per minute (25/s) shared with every other
 # tool of the project; stay well below.
 DEFAULT_RATE = 20.0
@@ -136,6 +137,7 @@ class GCERouteDriver(UsesCloudCaller):
         op_timeout: float = 120.0,
         call_timeout: float = 30.0,
         instance_list_threshold: int = 50,
+        zone_list_ttl: float = 30.0,
         credentials: Any = None,
         static_routes_quota_id: str = STATIC_ROUTES_QUOTA_ID,
         quota_ttl: float = 600.0,
@@ -163,6 +165,8 @@ class GCERouteDriver(UsesCloudCaller):
         # needs compute.instances.list) instead of one GET per node; 0 disables. A 403 falls back to GETs.
         self.instance_list_threshold = instance_list_threshold
         self._list_denied = False
+        self.zone_list_ttl = zone_list_ttl
+        self._zones: dict[tuple[str, str], tuple[float, dict[str, bool]]] = {}  # -> (listed at, listing)
         self._concurrency = concurrency
         self._local = threading.local()
         self._credentials = credentials
@@ -319,29 +323,32 @@ class GCERouteDriver(UsesCloudCaller):
                               f"(providerID {node.provider_id})") from e
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"getting instance {project}/{zone}/{name}: {e.message}") from e
-        return self._check_instance(node, project, zone, name, inst)
+        return self._check_instance(node, project, zone, name, bool(inst.can_ip_forward))
 
-    def _check_instance(self, node: NodeRoutes, project: str, zone: str, name: str, inst: Any) -> str:
-        if inst is None:
+    def _check_instance(self, node: NodeRoutes, project: str, zone: str, name: str,
+                        can_ip_forward: bool | None) -> str:
+        """The instance path, or the NodeProblem of an instance that is missing (None) or cannot forward."""
+        if can_ip_forward is None:
             raise NodeProblem(REASON_INSTANCE_NOT_FOUND, f"instance {name} in {project}/{zone} not found "
                               f"(providerID {node.provider_id})")
-        if not inst.can_ip_forward:
+        if not can_ip_forward:
             raise NodeProblem(REASON_PREREQUISITE_FAILED,
                               f"instance {project}/{zone}/{name} has canIpForward=false; GCE drops packets "
                               "for pod IPs unless the instance is created with --can-ip-forward")
         return f"projects/{project}/zones/{zone}/instances/{name}"
 
-    def _list_zone(self, project: str, zone: str) -> dict[str, Any]:
+    def _list_zone(self, project: str, zone: str) -> dict[str, bool]:
+        """Every instance of a zone: name -> canIpForward (all a route needs; not the whole message)."""
         from google.cloud import compute_v1
 
-        found: dict[str, Any] = {}
+        found: dict[str, bool] = {}
         token = ""
         while True:
             req = compute_v1.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
                                                   page_token=token)
             page = self._call("instances.list", lambda req=req: self._clients()["instances"].list(
                 request=req, retry=None, timeout=self.call_timeout))
-            found.update({i.name: i for i in page.items})
+            found.update({i.name: bool(i.can_ip_forward) for i in page.items})
             token = page.next_page_token
             if not token:
                 return found
@@ -362,25 +369,42 @@ class GCERouteDriver(UsesCloudCaller):
                 continue
             groups.setdefault((project, zone), []).append((n, name))
         singles: list[NodeRoutes] = []
+        now = time.monotonic()
         for (project, zone), members in groups.items():
             threshold = self.instance_list_threshold
-            if not threshold or len(members) < threshold or self._list_denied:
-                singles += [n for n, _ in members]
-                continue
-            try:
-                found = self._list_zone(project, zone)
-            except gexc.Forbidden:
-                self._list_denied = True  # no compute.instances.list: one GET per node still works
-                singles += [n for n, _ in members]
-                continue
-            except gexc.GoogleAPICallError as e:
-                for n, _ in members:
-                    out[n.name] = NodeProblem(REASON_CLOUD_ERROR,
-                                              f"listing instances of {project}/{zone}: {e.message}")
-                continue
-            for n, name in members:
+            # A zone listed a moment ago is read from that listing: a burst of new nodes comes in many
+            # batches, and listing the zone per batch was O(N^2). An instance newer than the listing is
+            # looked up on its own, or the zone is listed again when many are (at most every few seconds).
+            listing: dict[str, bool] | None = None
+            listed_now = False
+            cached = self._zones.get((project, zone))
+            if cached is not None and now - cached[0] < self.zone_list_ttl:
+                missing = sum(1 for _, name in members if name not in cached[1])
+                if missing < max(threshold, 1) or now - cached[0] < ZONE_RELIST_SECONDS:
+                    listing = cached[1]
+            if listing is None:
+                if not threshold or len(members) < threshold or self._list_denied:
+                    singles += [n for n, _ in members]
+                    continue
                 try:
-                    out[n.name] = self._check_instance(n, project, zone, name, found.get(name))
+                    listing = self._list_zone(project, zone)
+                    listed_now = True
+                    self._zones[(project, zone)] = (time.monotonic(), listing)
+                except gexc.Forbidden:
+                    self._list_denied = True  # no compute.instances.list: one GET per node still works
+                    singles += [n for n, _ in members]
+                    continue
+                except gexc.GoogleAPICallError as e:
+                    for n, _ in members:
+                        out[n.name] = NodeProblem(REASON_CLOUD_ERROR,
+                                                  f"listing instances of {project}/{zone}: {e.message}")
+                    continue
+            for n, name in members:
+                if name not in listing and not listed_now:
+                    singles.append(n)  # created after the listing we read
+                    continue
+                try:
+                    out[n.name] = self._check_instance(n, project, zone, name, listing.get(name))
                 except NodeProblem as p:
                     out[n.name] = p
 
