@@ -305,7 +305,7 @@ class SimCluster:
                             "spec": {k: spec[k] for k in ("podCIDR", "podCIDRs") if k in spec},
                             "status": {"conditions": [dict(cond)] if cond else []}})
             return out
-        return self.kube.call(do)
+        return self.kube.read(do)
 
     def pools(self) -> list[dict[str, Any]]:
         """Every PodCIDRPool object."""
