@@ -71,10 +71,11 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 class Controller:
     """`routectl controller` as a child process against the SimCluster's fakes."""
 
-    def __init__(self, sim: SimCluster, identity: str, log_path: str) -> None:
+    def __init__(self, sim: SimCluster, identity: str, log_path: str,
+                 env_extra: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         env = {**os.environ, **sim.controller_env(), "ROUTECTL_HEALTH_ADDRESS": f"127.0.0.1:{self.port}",
-               "ROUTECTL_IDENTITY": identity}
+               "ROUTECTL_IDENTITY": identity, **(env_extra or {})}
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.started_wall = time.time()  # the emulator's request log stamps wall-clock time
@@ -111,11 +112,16 @@ def _late_renewals(sim: SimCluster, since: int, renew_deadline: float) -> tuple[
     return len(times), sum(1 for g in gaps if g >= 0.5 * renew_deadline), round(max(gaps, default=0.0), 3)
 
 
-def _first_pod_cidr(sim: SimCluster, since: int, started_wall: float) -> float | None:
-    """Seconds from controller process start to its first accepted podCIDR PATCH (a Node, not its status)."""
+def _first_pod_cidr(sim: SimCluster, since: int, started_wall: float) -> tuple[float | None, float | None]:
+    """Seconds to the controller's first accepted podCIDR PATCH (a Node, not its status) from its process
+    start, and from the moment it held the Lease (its first accepted Lease write)."""
     times = [r.time for r in sim.kube.requests.select(resource="nodes", verb="patch", subresource=None,
                                                       since=since) if r.status == 200]
-    return round(min(times) - started_wall, 3) if times else None
+    leased = [r.time for r in sim.kube.requests.select(resource="leases", since=since, user_agent=LEASE_AGENT)
+              if r.is_write and r.status in (200, 201)]
+    if not times:
+        return None, None
+    return round(min(times) - started_wall, 3), round(min(times) - min(leased), 3) if leased else None
 
 
 def _converged_count(sim: SimCluster) -> int:
@@ -124,16 +130,20 @@ def _converged_count(sim: SimCluster) -> int:
     return settled_count(sim.node_digests())
 
 
-def run(n: int, timeout: float, log_path: str) -> list[dict[str, Any]]:
-    """Serve N new nodes, restart with N existing nodes, resync at N routes; JSON records."""
+def run(n: int, timeout: float, log_path: str,
+        budget: tuple[float, int] | None = None) -> list[dict[str, Any]]:
+    """Serve N new nodes, restart with N existing nodes, resync at N routes; JSON records. `budget` is
+    the controller's cloud (rate, burst); the simulation's own is far above GCE's published refill."""
     out: list[dict[str, Any]] = []
     sim = SimCluster(cloud="gce", nodes=0, pool_cidr=POOL, route_limit=2 * n + 100, run_controller=False)
     sim.start()
     try:
         cfg = sim.config()
+        rate, burst = budget or (cfg.cloud_rate, cfg.cloud_burst)
+        env = {"ROUTECTL_CLOUD_RATE": str(rate), "ROUTECTL_CLOUD_BURST": str(burst)}
         sim.add_nodes(n)
         mark = sim.kube.requests.mark()
-        ctl = Controller(sim, "bench-a", log_path)
+        ctl = Controller(sim, "bench-a", log_path, env)
         t0 = ctl.started
         served = None
         while time.monotonic() - t0 < timeout and ctl.proc.poll() is None:
@@ -141,20 +151,22 @@ def run(n: int, timeout: float, log_path: str) -> list[dict[str, Any]]:
                 served = time.monotonic() - t0
                 break
             time.sleep(0.5)
-        bound = max(0, n - cfg.cloud_burst) / cfg.cloud_rate
+        bound = max(0, n - burst) / rate
         renewals, late, max_gap = _late_renewals(sim, mark, cfg.renew_deadline)
         rss, hwm = _rss_mb(ctl.proc.pid) if ctl.proc.poll() is None else (None, None)
+        first = _first_pod_cidr(sim, mark, ctl.started_wall)
         out.append({"bench": "serve", "nodes": n, "served_s": round(served, 2) if served else None,
                     "settled": _converged_count(sim), "bound_s": round(bound, 2),
                     "ratio": round(served / bound, 3) if served and bound else None,
-                    "first_pod_cidr_s": _first_pod_cidr(sim, mark, ctl.started_wall),
+                    "cloud_rate": rate, "cloud_burst": burst,
+                    "first_pod_cidr_s": first[0], "first_pod_cidr_after_lease_s": first[1],
                     "lease_renewals": renewals, "renewals_past_half_deadline": late,
                     "max_renew_gap_s": max_gap,
                     "renew_deadline_s": cfg.renew_deadline, "lease_lost": ctl.proc.poll() == 3})
         out.append({"bench": "rss", "nodes": n, "controller_rss_mb": rss, "controller_peak_rss_mb": hwm})
         ctl.stop()
         # a new leader with N existing nodes: process start to ready
-        ctl2 = Controller(sim, "bench-b", log_path)
+        ctl2 = Controller(sim, "bench-b", log_path, env)
         ready = ctl2.wait_ready(timeout)
         out.append({"bench": "startup", "nodes": n, "start_to_ready_s": round(ready, 2) if ready else None})
         ctl2.stop()
@@ -209,11 +221,15 @@ def main() -> None:
     p.add_argument("--skip-simulate", action="store_true")
     p.add_argument("--skip-controller", action="store_true", help="only the simulate figures")
     p.add_argument("--log", default="/tmp/routectl-scale-controllers.log", help="controllers' stderr")
+    p.add_argument("--cloud-budget", nargs=2, type=float, metavar=("RATE", "BURST"),
+                   help="the controller's mutating cloud calls per second and burst (default: the "
+                        "simulation's 200/200; GCE's production default is 20 50)")
     a = p.parse_args()
+    budget = (a.cloud_budget[0], int(a.cloud_budget[1])) if a.cloud_budget else None
     walls: dict[int, float] = {}
     for n in a.nodes:
         if not a.skip_controller:
-            for rec in run(n, a.timeout, a.log):
+            for rec in run(n, a.timeout, a.log, budget):
                 print(json.dumps(rec), flush=True)
         if not a.skip_simulate:
             rec = simulate(n, a.timeout)

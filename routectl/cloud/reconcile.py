@@ -571,6 +571,14 @@ class RouteReconciler:
         rest = [a for a in plan.actions if a.kind != "delete"]
         full: dict[tuple[str, str | None], int | None] = {}
         done, failed, late = self._execute(deletes, by_name, full, chunked)
+        # A destination whose (stale) route could not be deleted gets no second route: on GCE both would
+        # carry its traffic (ECMP), half of it to where the block used to live.
+        stuck = {(a.table, a.destination) for a, _ in failed}
+        blocked = [a for a in rest if a.kind != "keep" and (a.table, a.destination) in stuck]
+        if blocked:
+            rest = [a for a in rest if a not in blocked]
+            failed += [(a, f"a stale route for {a.destination} could not be deleted; not adding another one "
+                           "beside it") for a in blocked]
         done2, failed2, late2 = self._execute(rest, by_name, full, chunked)
         done += done2
         failed += failed2

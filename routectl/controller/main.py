@@ -1,9 +1,10 @@
-"""`routectl controller`: serve liveness and metrics, win the leader Lease, then run the kopf operator.
+"""`routectl controller`: serve liveness and metrics, win the leader Lease, then run the controller.
 
 `run_controller()` is the one code path, shared by the CLI command and the in-process simulator
 (routectl.sim.cluster): a standby controller serves /healthz and waits for the Lease; the leader runs
-kopf until it is stopped (SIGTERM/SIGINT or the `stop` event; then it releases the Lease) or loses the
-Lease (then it stops acting at once and exits non-zero so that its supervisor restarts it).
+its informers (and kopf, for pool deletions) until it is stopped (SIGTERM/SIGINT or the `stop` event;
+then it releases the Lease) or loses the Lease (then it stops acting at once and exits non-zero so that
+its supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -140,10 +141,6 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
     warming = asyncio.create_task(asyncio.to_thread(warm_cloud_sdk, config.provider),
                                   name="routectl-warm-sdk")
 
-    import kopf
-
-    from routectl.controller.handlers import build_registry, configure_settings
-
     holder: list[Controller] = []
 
     def cloud_stats() -> Any:
@@ -191,14 +188,13 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
                 t.cancel()
             if stop.is_set():
                 return 0
+        # Nodes and pools through routectl's own informers (routectl.controller.nodecache); kopf, for the
+        # pool deletion handler only, starts once the controller is ready: its import and start-up would
+        # otherwise compete for the CPU with the first blocks (routectl.controller.handlers)
         kopf_stop = asyncio.Event()
-        operator = asyncio.create_task(kopf.operator(
-            registry=build_registry(controller, login=make_login(config.kubeconfig)),
-            settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=kopf_stop,
-        ), name="routectl-kopf")
-        # Nodes and pools through routectl's own informers, beside kopf (routectl.controller.handlers)
         informers = asyncio.create_task(controller.run(NodeCache(client), PoolCache(client)),
                                         name="routectl-informers")
+        operator = asyncio.create_task(_kopf_when_ready(controller, config, kopf_stop), name="routectl-kopf")
         watchers = {operator, informers, asyncio.create_task(stop.wait())}
         holding = asyncio.create_task(lease.run(elector.hold)) if config.leader_elect else None
         if holding is not None:
@@ -229,6 +225,25 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
         await client.close()
         await lease.stop()
     return EXIT_LOST_LEASE if lost else 0
+
+
+async def _kopf_when_ready(controller: Controller, config: Config, stop_flag: asyncio.Event) -> None:
+    """Run the kopf operator (the pool deletion handler and its finalizer) once the controller is ready
+    (returns at once when stopped before that)."""
+    waits = {asyncio.create_task(controller.wait_ready()), asyncio.create_task(stop_flag.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in waits:
+            t.cancel()
+    if stop_flag.is_set():
+        return
+    import kopf
+
+    from routectl.controller.handlers import build_registry, configure_settings
+
+    await kopf.operator(registry=build_registry(controller, login=make_login(config.kubeconfig)),
+                        settings=configure_settings(), clusterwide=True, standalone=True, stop_flag=stop_flag)
 
 
 def _env_help(name: str) -> str:

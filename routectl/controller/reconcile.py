@@ -73,6 +73,7 @@ class Controller:
         # nodes without a podCIDR after their last reconcile (no pool, pool full, write not landed):
         # served again after a release, a pool change or a resync, without scanning every node
         self._waiting: set[str] = set()
+        self._early: set[str] = set()  # given a block before the first route sync: routed right after it
         self._room_pending = False  # routes were freed while nodes wait for room: resync soon
         self._room_task: asyncio.Task[None] | None = None
         self.handled = 0  # node events handled (tests and the simulator wait on it)
@@ -138,6 +139,11 @@ class Controller:
             nodes = self.node_views()
             await self.assigner.rebuild(nodes)
             self._waiting = {v.name for v in nodes.values() if not v.pod_cidrs and not v.deleting}
+            # Blocks go out now, while the first route sync (and the cloud SDK's import) runs: every
+            # existing podCIDR is occupied (the complete view above). A block whose stale route is still
+            # in the cloud gets no route beside it (RouteReconciler adds none while the delete of the same
+            # destination failed), and these nodes are routed only once that sync knows the routes.
+            early = asyncio.create_task(self._serve_waiting(), name="routectl-serve-early")
             self._spawn("routectl-route-batches", self.routing.batch_loop)
             delay = 1.0
             while True:  # no block is handed out before stale routes are known (and deleted)
@@ -148,12 +154,22 @@ class Controller:
                     log.warning("initial route sync failed, retrying in %.0fs: %s", delay, exc)
                     await asyncio.sleep(delay)
                     delay = min(30.0, delay * 2)
+            await asyncio.gather(early, return_exceptions=True)
             self._ready.set()
+            served_early, self._early = self._early, set()
+            self._tasks.append(asyncio.create_task(self._route_early(served_early),
+                                                   name="routectl-route-early"))
             self.metrics.reconcile.labels("startup").observe(time.monotonic() - started)
             self._spawn("routectl-resync", self._resync_loop)
             self._spawn("routectl-pool-status", self._pool_status_loop)
             log.info("controller ready: %d nodes, %d pools, %d blocks held", len(nodes),
                      len(self.allocator.pools), len(self.allocator.allocations()))
+
+    async def _route_early(self, names: set[str]) -> None:
+        """Route (and report) the nodes given a block before the first route sync, now that it ran."""
+        live = self.node_views()
+        await asyncio.gather(*(self.reconcile_node(live[n]) for n in names if n in live),
+                             return_exceptions=True)
 
     async def wait_ready(self) -> None:
         """Return once the start-up rebuild and first route sync are done (`run` does them)."""
@@ -316,6 +332,9 @@ class Controller:
         elif view.pod_cidrs:  # an empty view of a node we wrote is stale: it changes nothing
             await self.assigner.occupy(view)
         self._waiting.discard(view.name)
+        if not self._ready.is_set():
+            self._early.add(view.name)  # routed once the first route sync knows the cloud's routes
+            return
         problem = self.assigner.problem(view.name)
         if problem is not None:
             await self.reporter.set_condition(view, route_state(False, "CIDRNotRouted", problem))

@@ -168,7 +168,9 @@ class Routing:
         async with self.lock:
             for dest in occupy:
                 holder = STALE_PREFIX + dest
-                if allocator.allocation_of(holder) is None:
+                # a block a node holds already (served before the first sync) stays that node's: its
+                # route waits until the stale one is gone (RouteReconciler adds none beside it)
+                if allocator.allocation_of(holder) is None and not allocator.claims([dest]):
                     allocator.occupy(holder, [dest])
             for dest in release:
                 allocator.release(STALE_PREFIX + dest)

@@ -242,3 +242,65 @@ def test_a_burst_of_batches_lists_the_zone_once_and_looks_up_instances_newer_tha
     newer = [gce.add_node(f"new{i}", (f"10.245.{i}.0/24",)) for i in range(3)]
     assert drv.resolve_many(newer + batches[0]) == {n.name: gce.target_of(n) for n in newer + batches[0]}
     assert gce.fake.calls("compute.instances.list") == 1 and gce.fake.calls("compute.instances.get") == 3
+
+
+def test_no_second_route_is_added_beside_a_stale_one_that_could_not_be_deleted(gce: GCEHarness) -> None:
+    """A block handed out again while its old route is still there (a node deleted while no controller ran,
+    the block given out before the first sync) gets no route beside the old one: GCE would split the
+    block's traffic between both next hops (ECMP)."""
+    block = "10.244.5.0/24"
+    old = gce.add_node("old", (block,))
+    assert gce.reconciler().sync([old]).nodes["old"].ok
+    new = gce.add_node("new", (block,))
+    orig = gce.fake._permission
+
+    def deny_delete(method: str, rest: list[str]) -> tuple[str, bool]:
+        perm, mutating = orig(method, rest)
+        if perm == "compute.routes.delete":
+            from routectl.sim.fake_gce import _HTTPError
+
+            raise _HTTPError(403, "forbidden", "Required 'compute.routes.delete' permission")
+        return perm, mutating
+
+    gce.fake._permission = deny_delete  # type: ignore[method-assign]
+    try:
+        res = gce.reconciler().sync([new])  # a new controller: "old" is gone, its route is stale
+    finally:
+        gce.fake._permission = orig  # type: ignore[method-assign]
+    assert not res.nodes["new"].ok  # the stale route's delete failed: the node is not routed
+    assert gce.routes_to()[block] == {gce.target_of(old)}, "a second route for the block was added"
+    res = gce.reconciler().sync([new])  # the delete works again: the stale route goes, then ours comes
+    assert res.nodes["new"].ok and gce.routes_to()[block] == {gce.target_of(new)}
+
+
+def test_a_replace_waits_while_an_extra_copy_of_the_same_destination_cannot_be_deleted(
+        gce: GCEHarness) -> None:
+    """Two stale routes of ours for one block (two nodes had it while no controller ran) and the block's new
+    node: if the extra copy cannot be deleted, replacing the other would leave it beside the new route."""
+    block = "10.244.6.0/24"
+    first, second = gce.add_node("first", (block,)), gce.add_node("second", (block,))
+    drv = gce.driver()
+    drv.create("default", block, gce.target_of(first), first)
+    drv.create("default", block, gce.target_of(second), second)
+    stuck = drv.route_name(second, block)
+    new = gce.add_node("new", (block,))
+    orig = gce.fake._permission
+
+    def deny_one_delete(method: str, rest: list[str]) -> tuple[str, bool]:
+        perm, mutating = orig(method, rest)
+        if perm == "compute.routes.delete" and rest[-1] == stuck:
+            from routectl.sim.fake_gce import _HTTPError
+
+            raise _HTTPError(403, "forbidden", "Required 'compute.routes.delete' permission")
+        return perm, mutating
+
+    gce.fake._permission = deny_one_delete  # type: ignore[method-assign]
+    try:
+        res = gce.reconciler().sync([new])
+    finally:
+        gce.fake._permission = orig  # type: ignore[method-assign]
+    hops = gce.routes_to()[block]
+    assert not res.nodes["new"].ok
+    assert gce.target_of(new) not in hops, f"the new route was added beside a stale one: {hops}"
+    res = gce.reconciler().sync([new])
+    assert res.nodes["new"].ok and gce.routes_to()[block] == {gce.target_of(new)}

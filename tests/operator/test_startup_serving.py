@@ -1,0 +1,50 @@
+"""A new leader hands out blocks from its Node LIST at once, while the first route sync (and the cloud SDK's
+import) is still running; routes and NetworkUnavailable wait for that sync (issue 15: the first block
+within a second of start)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from routectl.constants import CONDITION_NETWORK_UNAVAILABLE
+from tests.operator.conftest import wait_for
+
+
+def _unavailable(node: dict[str, Any]) -> str | None:
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == CONDITION_NETWORK_UNAVAILABLE:
+            return str(c.get("status"))
+    return None
+
+
+def test_blocks_go_out_before_the_first_route_sync_but_routes_and_conditions_wait_for_it(
+        make_sim: Any) -> None:
+    sim = make_sim(cloud="gce", nodes=0, run_controller=False)
+    old = sim.add_nodes(6)
+    for i, name in enumerate(old):  # blocks a previous leader wrote
+        cidr = f"10.244.{i}.0/24"
+        sim.kube.patch("v1", "Node", name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+    new = sim.add_nodes(6)
+    gate = threading.Event()
+    listed = sim.gce._list
+
+    def held_list(query: Any) -> Any:  # the cloud's route list answers only when the test says so
+        gate.wait(60)
+        return listed(query)
+
+    sim.gce._list = held_list
+    try:
+        sim.start_controller()
+        wait_for(lambda: all(n["spec"].get("podCIDR") for n in sim.nodes()), 30)
+        nodes = {n["metadata"]["name"]: n for n in sim.nodes()}
+        cidrs = [nodes[n]["spec"]["podCIDR"] for n in old + new]
+        assert len(set(cidrs)) == 12, f"a block was handed out twice: {cidrs}"
+        assert [nodes[n]["spec"]["podCIDR"] for n in old] == [f"10.244.{i}.0/24" for i in range(6)]
+        # no route before the routes are known, and the kubelet's NetworkUnavailable=True stands
+        assert sim.gce.calls("compute.routes.insert") == 0
+        assert all(_unavailable(nodes[n]) == "True" for n in new)
+    finally:
+        gate.set()
+    assert sim.wait_converged(60)
+    assert all(_unavailable(n) == "False" for n in sim.nodes())
