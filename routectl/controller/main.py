@@ -51,7 +51,7 @@ _SDK_MODULES = {"gce": ("google.cloud.compute_v1", "google.cloud.cloudquotas_v1"
 
 
 def warm_cloud_sdk(provider: str | None) -> None:
-    """Import the provider's SDK (run in a thread at start, while the Lease is won and kopf lists)."""
+    """Import the provider's SDK (in a thread: see run_controller)."""
     import importlib
 
     for name in _SDK_MODULES.get(provider or "", ()):
@@ -137,9 +137,15 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-    # in the background: overlaps the Lease and kopf's start instead of delaying the first block
-    warming = asyncio.create_task(asyncio.to_thread(warm_cloud_sdk, config.provider),
-                                  name="routectl-warm-sdk")
+    # The cloud SDK is imported in a thread (google-cloud-compute: 1.5 s of CPU and more): by a standby
+    # while it waits for the Lease, by a leader once its first blocks are on their way (before that, the
+    # import would take the CPU from them; the first route sync needs it right after).
+    warming: list[asyncio.Task[None]] = []
+
+    def warm() -> None:
+        if not warming:
+            warming.append(asyncio.create_task(asyncio.to_thread(warm_cloud_sdk, config.provider),
+                                               name="routectl-warm-sdk"))
 
     holder: list[Controller] = []
 
@@ -153,6 +159,7 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
     client = KubeClient.from_config(config.kubeconfig, user_agent=agent)
     factory = routes_factory or (lambda cidrs, warn: build_routes(config, cidrs, warn))
     controller = Controller(config, client, factory, metrics=metrics)
+    controller.on_serving = warm
     holder.append(controller)
     if on_controller is not None:
         on_controller(controller)
@@ -183,7 +190,10 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
         if config.leader_elect:
             acquire = asyncio.create_task(lease.run(elector.acquire))
             stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({acquire, stopped}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            if not done:  # a standby: time to import the SDK
+                warm()
+                await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
             for t in (acquire, stopped):
                 t.cancel()
             if stop.is_set():
@@ -216,8 +226,9 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        with contextlib.suppress(Exception):
-            await warming
+        for task in warming:
+            with contextlib.suppress(Exception):
+                await task
         await controller.close()
         if config.leader_elect and not lost:
             await lease.run(elector.release)

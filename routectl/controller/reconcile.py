@@ -44,6 +44,8 @@ __all__ = ["REASON_CLOUD_ERROR", "STALE_PREFIX", "TERMINATING_LABEL", "Controlle
 
 log = logging.getLogger(__name__)
 
+ASSIGN_CONCURRENCY = 64
+
 # Selector term added to a pool being deleted so that no node matches it any more (no label has it).
 TERMINATING_LABEL = "routectl.io/pool-terminating"
 
@@ -73,11 +75,15 @@ class Controller:
         # nodes without a podCIDR after their last reconcile (no pool, pool full, write not landed):
         # served again after a release, a pool change or a resync, without scanning every node
         self._waiting: set[str] = set()
+        # assignments in flight at once: thousands queued on the allocation lock made the first podCIDR
+        # wait for every other node's allocation (4 s with 5,000 waiting); 64 keep 32 connections busy
+        self._assign_slots = asyncio.Semaphore(ASSIGN_CONCURRENCY)
         self._early: set[str] = set()  # given a block before the first route sync: routed right after it
         self._room_pending = False  # routes were freed while nodes wait for room: resync soon
         self._room_task: asyncio.Task[None] | None = None
         self.handled = 0  # node events handled (tests and the simulator wait on it)
         self.dispatchers: tuple[Dispatcher[NodeView], Dispatcher[PoolView]] | None = None
+        self.on_serving: Callable[[], None] | None = None  # called once the first blocks are being handed out
         self.health_port: int | None = None
         self.loop_crashes = 0  # background loop failures (each restarted, with the error logged)
         self.dead_loops: set[str] = set()  # loops that kept failing: /healthz turns red
@@ -144,6 +150,8 @@ class Controller:
             # in the cloud gets no route beside it (RouteReconciler adds none while the delete of the same
             # destination failed), and these nodes are routed only once that sync knows the routes.
             early = asyncio.create_task(self._serve_waiting(), name="routectl-serve-early")
+            if self.on_serving is not None:
+                self.on_serving()
             self._spawn("routectl-route-batches", self.routing.batch_loop)
             delay = 1.0
             while True:  # no block is handed out before stale routes are known (and deleted)
@@ -325,7 +333,8 @@ class Controller:
         cidrs = self.assigner.cidrs_of(view)
         if not cidrs:
             self._waiting.add(view.name)
-            assigned = await self.assigner.assign(view)
+            async with self._assign_slots:
+                assigned = await self.assigner.assign(view)
             if assigned is None:
                 return
             view, cidrs = assigned
