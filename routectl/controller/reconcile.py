@@ -4,11 +4,12 @@
 * routing (routectl.controller.routing): batches, the full resync, gone nodes, stale-route placeholders;
 * reporting (routectl.controller.reporting): node conditions, pool status, Events, metrics.
 
-One `Controller` per leader. It keeps nothing it cannot rebuild: on the first event it occupies every
-existing podCIDR (Node.spec.podCIDRs is the truth), reconciles the cloud routes once (deleting stale
-ones before any block can be reused), and only then hands out blocks. This module decides the order:
-a node's block is released only after its routes are confirmed deleted, and waiting nodes are served
-after every release or pool change. Background loops run supervised (restarted, or /healthz red).
+One `Controller` per leader. It keeps nothing it cannot rebuild: at start it occupies every existing
+podCIDR (Node.spec.podCIDRs is the truth, from one LIST), hands out blocks to the waiting nodes at once,
+and routes them only after one full route sync (stale routes replaced or deleted first). This module
+decides the order: a node's block is released only after its routes are confirmed deleted, and waiting
+nodes are served after every release or pool change. Background loops run supervised (restarted, or
+/healthz red).
 """
 
 from __future__ import annotations
@@ -146,15 +147,15 @@ class Controller:
             await self.assigner.rebuild(nodes)
             self._waiting = {v.name for v in nodes.values() if not v.pod_cidrs and not v.deleting}
             # Blocks go out now, while the first route sync (and the cloud SDK's import) runs: every
-            # existing podCIDR is occupied (the complete view above). A block whose stale route is still
-            # in the cloud gets no route beside it (RouteReconciler adds none while the delete of the same
-            # destination failed), and these nodes are routed only once that sync knows the routes.
+            # existing podCIDR is occupied (the complete view above). These nodes are routed only after
+            # that sync; a block whose stale route is still in the cloud has it replaced (delete, then
+            # insert), and never gets a route beside a stale copy that could not be deleted.
             early = asyncio.create_task(self._serve_waiting(), name="routectl-serve-early")
             if self.on_serving is not None:
                 self.on_serving()
             self._spawn("routectl-route-batches", self.routing.batch_loop)
             delay = 1.0
-            while True:  # no block is handed out before stale routes are known (and deleted)
+            while True:  # no node is routed before the stale routes are known (and deleted)
                 try:
                     await self.resync(initial=True)
                     break
