@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 
@@ -20,6 +21,26 @@ def gce() -> Iterator[GCEHarness]:
         yield h
     finally:
         h.close()
+
+
+@contextlib.contextmanager
+def _denied(gce: GCEHarness, permission: str, resource: str | None = None) -> Iterator[None]:
+    """The fake GCE answers 403 to every call needing `permission` (on `resource` only, when given)."""
+    orig = gce.fake._permission
+
+    def deny(method: str, rest: list[str]) -> tuple[str, bool]:
+        perm, mutating = orig(method, rest)
+        if perm == permission and (resource is None or rest[-1] == resource):
+            from routectl.sim.fake_gce import _HTTPError
+
+            raise _HTTPError(403, "forbidden", f"Required '{permission}' permission")
+        return perm, mutating
+
+    gce.fake._permission = deny  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        gce.fake._permission = orig  # type: ignore[method-assign]
 
 
 def test_route_fields_names_and_marker(gce: GCEHarness) -> None:
@@ -116,21 +137,8 @@ def test_many_nodes_in_a_zone_resolve_with_instance_lists(gce: GCEHarness) -> No
 def test_instance_list_denied_falls_back_to_gets(gce: GCEHarness) -> None:
     nodes = [gce.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(5)]
     drv = gce.driver(instance_list_threshold=2)
-    orig = gce.fake._permission
-
-    def deny_list(method: str, rest: list[str]) -> tuple[str, bool]:
-        perm, mutating = orig(method, rest)
-        if perm == "compute.instances.list":
-            from routectl.sim.fake_gce import _HTTPError
-
-            raise _HTTPError(403, "forbidden", "Required 'compute.instances.list' permission")
-        return perm, mutating
-
-    gce.fake._permission = deny_list  # type: ignore[method-assign]
-    try:
+    with _denied(gce, "compute.instances.list"):
         got = drv.resolve_many(nodes)
-    finally:
-        gce.fake._permission = orig  # type: ignore[method-assign]
     assert got == {n.name: gce.target_of(n) for n in nodes}
 
 
@@ -252,21 +260,8 @@ def test_no_second_route_is_added_beside_a_stale_one_that_could_not_be_deleted(g
     old = gce.add_node("old", (block,))
     assert gce.reconciler().sync([old]).nodes["old"].ok
     new = gce.add_node("new", (block,))
-    orig = gce.fake._permission
-
-    def deny_delete(method: str, rest: list[str]) -> tuple[str, bool]:
-        perm, mutating = orig(method, rest)
-        if perm == "compute.routes.delete":
-            from routectl.sim.fake_gce import _HTTPError
-
-            raise _HTTPError(403, "forbidden", "Required 'compute.routes.delete' permission")
-        return perm, mutating
-
-    gce.fake._permission = deny_delete  # type: ignore[method-assign]
-    try:
+    with _denied(gce, "compute.routes.delete"):
         res = gce.reconciler().sync([new])  # a new controller: "old" is gone, its route is stale
-    finally:
-        gce.fake._permission = orig  # type: ignore[method-assign]
     assert not res.nodes["new"].ok  # the stale route's delete failed: the node is not routed
     assert gce.routes_to()[block] == {gce.target_of(old)}, "a second route for the block was added"
     res = gce.reconciler().sync([new])  # the delete works again: the stale route goes, then ours comes
@@ -284,21 +279,8 @@ def test_a_replace_waits_while_an_extra_copy_of_the_same_destination_cannot_be_d
     drv.create("default", block, gce.target_of(second), second)
     stuck = drv.route_name(second, block)
     new = gce.add_node("new", (block,))
-    orig = gce.fake._permission
-
-    def deny_one_delete(method: str, rest: list[str]) -> tuple[str, bool]:
-        perm, mutating = orig(method, rest)
-        if perm == "compute.routes.delete" and rest[-1] == stuck:
-            from routectl.sim.fake_gce import _HTTPError
-
-            raise _HTTPError(403, "forbidden", "Required 'compute.routes.delete' permission")
-        return perm, mutating
-
-    gce.fake._permission = deny_one_delete  # type: ignore[method-assign]
-    try:
+    with _denied(gce, "compute.routes.delete", stuck):
         res = gce.reconciler().sync([new])
-    finally:
-        gce.fake._permission = orig  # type: ignore[method-assign]
     hops = gce.routes_to()[block]
     assert not res.nodes["new"].ok
     assert gce.target_of(new) not in hops, f"the new route was added beside a stale one: {hops}"
