@@ -56,7 +56,8 @@ class Controller:
         self.config = config
         self.client = client
         self.metrics = metrics or Metrics()
-        self.events = EventRecorder(client, config.event_namespace, instance=config.identity)
+        self.events = EventRecorder(client, config.event_namespace, instance=config.identity,
+                                    on_drop=self.metrics.events_dropped.inc)
         self.views = IndexViews()
         self.book = AllocationBook()  # the allocator and the memory of the podCIDRs we wrote
         self.lock = asyncio.Lock()  # serialises every allocator mutation
@@ -160,6 +161,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        await self.events.close()
         await self.routing.close()
 
     def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
