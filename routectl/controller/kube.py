@@ -208,15 +208,17 @@ class KubeClient:
 
 
 # ---------------------------------------------------------------------------------------------- nodes
-async def set_node_pod_cidrs(client: KubeClient, name: str, resource_version: str,
+async def set_node_pod_cidrs(client: KubeClient, name: str, uid: str,
                              cidrs: tuple[str, ...]) -> dict[str, Any]:
-    """Write spec.podCIDR and spec.podCIDRs together, only if the node is unchanged since we read it.
+    """Write spec.podCIDR and spec.podCIDRs together on the Node object `uid`, never over another value.
 
-    The JSON patch first tests metadata.resourceVersion, so a node whose podCIDR was set meanwhile
-    (by us before a crash, or by anyone) is never overwritten: the caller gets ApiError.conflict.
+    Only "someone else set a podCIDR meanwhile" can make this fail (422): the API server refuses any
+    change of a podCIDR once set (and takes the same value again as a no-op), so the patch needs no
+    resourceVersion precondition, which the kubelet's status updates broke on nearly every new node.
+    The `test` on metadata.uid keeps the write off a Node deleted and re-created under the same name.
     """
-    patch = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+    patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}] if uid else []
+    patch += [
         {"op": "add", "path": "/spec/podCIDR", "value": cidrs[0]},
         {"op": "add", "path": "/spec/podCIDRs", "value": list(cidrs)},
     ]
