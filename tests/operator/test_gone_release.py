@@ -1,12 +1,13 @@
 """A gone Node's block is released only under the node's lock, never under a Node back meanwhile (issue 15).
 
-Found by the model-based soak (tests/operator/test_model_races.py: seeds 9012 and 9015 failed 1 in 60):
-a pass over every gone node (`Controller._remove_gone`, run by a resync and by every deletion) took its
-list of gone names, then waited for the cloud to delete their routes. Meanwhile the node's own deletion
-released its block, the Node came back under the same name and its reconcile gave it (and wrote) a block,
-and then the pass released THAT block too: the next node was given it as well (two live Nodes, one
-podCIDR), or it was free in the allocator while routed. One podCIDR write per node made this easy to hit
-(the write lands at once instead of after a refused patch and a GET), but main had the same window.
+Found by the model-based soak (tests/operator/test_model_races.py: seed 9012 failed 1 in 60 with one
+block on two Nodes; traced on seed 9034 at 150 steps): a pass over every gone node
+(`Controller._remove_gone`, run by a resync and by every deletion) took its list of gone names, then
+waited for the cloud to delete their routes. Meanwhile the node's own deletion released its block, the
+Node came back under the same name and its reconcile gave it (and wrote) a block, and then the pass
+released THAT block too: the next node was given it as well (two live Nodes, one podCIDR). One podCIDR
+write per node made this easy to hit (the write lands at once instead of after a refused patch and a
+GET), but main had the same window.
 
 The real Controller against the embedded API server and fake GCE; the only seam is a hold on the route
 reconciler's `remove` (the real one still runs), so the interleaving is exact, not timing luck.
