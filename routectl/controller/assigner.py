@@ -1,7 +1,7 @@
 """Allocation: give a Node its block and write it, record podCIDRs set by anyone, report conflicts.
 
 The rule of what an observation may change lives in routectl.controller.allocation (pure); this module
-sequences it with the podCIDR write (a resourceVersion precondition, never an overwrite) under the
+sequences it with the podCIDR write (guarded by the Node's uid; the API refuses changing a podCIDR) under the
 controller's allocation lock, and keeps the per-node findings (overlaps, outside every pool...).
 """
 
@@ -91,7 +91,7 @@ class Assigner:
 
     # --------------------------------------------------------------------------------- assignment
     async def assign(self, view: NodeView) -> tuple[NodeView, tuple[str, ...]] | None:
-        """Allocate a block and write it with a resourceVersion precondition; never overwrite one.
+        """Allocate a block and write it (kube.set_node_pod_cidrs: on this Node object, never over another).
 
         The block stays held unless the API said for certain that the node does not carry it (404, or
         a refusal of the value itself): a failed write may still have landed (a timeout, a 5xx after the
@@ -110,7 +110,6 @@ class Assigner:
         if refusal is not None:
             await self.reporter.event_node(view, refusal[0], EVENT_CIDR_NOT_AVAILABLE, refusal[1])
             return None
-        rv = view.resource_version
         for _attempt in range(8):
             async with self.lock:
                 if self.fenced():  # lost the Lease while allocating: another replica may hand this block out
@@ -122,19 +121,20 @@ class Assigner:
                 self.metrics.node_writes.labels("refused-claim").inc()
                 return None
             try:
-                body = await kube.set_node_pod_cidrs(self.client, view.name, rv, alloc.cidrs)
+                body = await kube.set_node_pod_cidrs(self.client, view.name, view.uid, alloc.cidrs)
             except ApiError as exc:
                 if exc.status == 404:
                     await self._drop(view.name)
                     return None
                 try:
-                    fresh = NodeView.from_body(await self.client.get(f"/api/v1/nodes/{view.name}"))
+                    body = await self.client.get(f"/api/v1/nodes/{view.name}")
                 except ApiError as exc2:
                     if exc2.status == 404:
                         await self._drop(view.name)
                     else:  # unknown whether the write landed: keep the block, a later pass retries
                         log.warning("writing podCIDR of node %s failed (block kept): %s", view.name, exc)
                     return None
+                fresh = NodeView.from_body(body)
                 if view.uid and fresh.uid != view.uid:
                     # deleted and re-created under the same name: not the object we assign for. Its own
                     # events serve the new one; writing here would tie the block to the old object,
@@ -142,12 +142,12 @@ class Assigner:
                     return None
                 if fresh.pod_cidrs:  # set meanwhile (by us, the write landed, or by someone else)
                     if canon(fresh.pod_cidrs) == canon(alloc.cidrs):
-                        body = await self.client.get(f"/api/v1/nodes/{view.name}")
                         break
                     await self.occupy(fresh)  # theirs is the truth
                     return fresh, fresh.pod_cidrs
-                if exc.status == 422 and fresh.resource_version == rv:
-                    # not a lost race (the node is unchanged): the API refused the value itself
+                if exc.status == 422:
+                    # the same object, still without a podCIDR: not a lost race (that would show
+                    # theirs), the API refused the value itself; a definite answer, the write did not land
                     await self._drop(view.name)
                     log.warning("the API refused podCIDR %s for node %s: %s", alloc.cidrs, view.name, exc)
                     await self.reporter.event_node(
@@ -158,7 +158,6 @@ class Assigner:
                 if not exc.conflict:
                     log.warning("writing podCIDR of node %s failed, retrying: %s", view.name, exc)
                     await asyncio.sleep(0.2)
-                rv = fresh.resource_version
                 continue
             break
         else:

@@ -8,6 +8,7 @@ the issue asks for: conditional podCIDR writes, strategic-merge status patches, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,15 +245,17 @@ class KubeClient:
 
 
 # ---------------------------------------------------------------------------------------------- nodes
-async def set_node_pod_cidrs(client: KubeClient, name: str, resource_version: str,
+async def set_node_pod_cidrs(client: KubeClient, name: str, uid: str,
                              cidrs: tuple[str, ...]) -> dict[str, Any]:
-    """Write spec.podCIDR and spec.podCIDRs together, only if the node is unchanged since we read it.
+    """Write spec.podCIDR and spec.podCIDRs together on the Node object `uid`, never over another value.
 
-    The JSON patch first tests metadata.resourceVersion, so a node whose podCIDR was set meanwhile
-    (by us before a crash, or by anyone) is never overwritten: the caller gets ApiError.conflict.
+    Only "someone else set a podCIDR meanwhile" can make this fail (422): the API server refuses any
+    change of a podCIDR once set (and takes the same value again as a no-op), so the patch needs no
+    resourceVersion precondition, which the kubelet's status updates broke on nearly every new node.
+    The `test` on metadata.uid keeps the write off a Node deleted and re-created under the same name.
     """
-    patch = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+    patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}] if uid else []
+    patch += [
         {"op": "add", "path": "/spec/podCIDR", "value": cidrs[0]},
         {"op": "add", "path": "/spec/podCIDRs", "value": list(cidrs)},
     ]
@@ -296,12 +299,21 @@ class EventRecorder:
     """Posts core/v1 Events about Nodes and Pools; identical events within `dedupe_seconds` are sent once.
 
     The dedupe keeps a periodic resync from spamming the same failure every cycle (kube's recorder
-    aggregates by count for the same reason).
+    aggregates by count for the same reason). `enqueue()` is what the controller uses: Events go to a
+    bounded queue posted by tasks of their own, so they never delay a podCIDR or a condition write, and
+    under load they are the first thing dropped (counted in `dropped`, and `on_drop` for the metric).
     """
 
     def __init__(self, client: KubeClient, namespace: str = "default", dedupe_seconds: float = 600.0,
-                 instance: str = "", log_every: float = 60.0) -> None:
+                 instance: str = "", log_every: float = 60.0, queue_size: int = 1000, senders: int = 4,
+                 on_drop: Callable[[], None] | None = None) -> None:
         self.client = client
+        self.queue_size = queue_size
+        self.on_drop = on_drop
+        self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]] | None = None
+        self.senders = senders  # posting tasks: a few, so Events keep up with a burst of new nodes
+        self._senders: list[asyncio.Task[None]] = []
+        self.dropped = 0  # Events not posted because the queue was full (load shedding)
         self.log_every = log_every
         self.namespace = namespace
         self.dedupe_seconds = dedupe_seconds
@@ -312,19 +324,83 @@ class EventRecorder:
         self._failed_logged = -1e9
         self._failed_unlogged = 0
 
+    def enqueue(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> bool:
+        """Queue one Event for the sender tasks and return at once; False when it was a repeat within the
+        dedupe window or dropped because the queue is full (then counted)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue(self.queue_size)
+        if not self._senders or any(t.done() for t in self._senders):
+            loop = asyncio.get_running_loop()
+            self._senders = [t for t in self._senders if not t.done()]
+            self._senders += [loop.create_task(self._send_loop(self._queue), name="routectl-events")
+                              for _ in range(self.senders - len(self._senders))]
+        if self._queue.full():  # shed: not remembered as sent, so a later repeat may still be posted
+            if not self._repeat(obj, reason, message):
+                self.dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop()
+            return False
+        if not self._fresh(obj, reason, message):
+            return False
+        self._queue.put_nowait((obj, event_type, reason, message))
+        return True
+
+    async def _send_loop(self, queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]]) -> None:
+        while True:
+            obj, event_type, reason, message = await queue.get()
+            try:
+                await self._send(obj, event_type, reason, message)
+            finally:
+                queue.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every queued Event is posted (or failed); tests and shutdown use it."""
+        if self._queue is not None and any(not t.done() for t in self._senders):
+            await self._queue.join()
+
+    async def close(self) -> None:
+        """Stop the sender tasks (queued Events are dropped: best effort, like client-go's recorder)."""
+        for t in self._senders:
+            t.cancel()
+        for t in self._senders:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._senders = []
+        self._queue = None
+
+    @staticmethod
+    def _key(obj: dict[str, Any], reason: str, message: str) -> tuple[str, str, str]:
+        """Dedupe key: the same reason and message about the same object (uid, else name)."""
+        meta = obj.get("metadata") or {}
+        who = meta.get("uid") or obj.get("uid") or meta.get("name") or obj.get("name") or ""
+        return (who, reason, message)
+
+    def _repeat(self, obj: dict[str, Any], reason: str, message: str) -> bool:
+        """True for the same Event about the same object within the dedupe window."""
+        return time.monotonic() - self._sent.get(self._key(obj, reason, message), -1e9) < self.dedupe_seconds
+
+    def _fresh(self, obj: dict[str, Any], reason: str, message: str) -> bool:
+        """False for a repeat within the dedupe window; otherwise remember it as sent now."""
+        if self._repeat(obj, reason, message):
+            return False
+        key = self._key(obj, reason, message)
+        now = time.monotonic()
+        self._sent[key] = now
+        if len(self._sent) > 10000:
+            self._sent = {k: t for k, t in self._sent.items() if now - t < self.dedupe_seconds}
+        return True
+
     async def post(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Post one Event about `obj` (a body or {kind, name, uid, apiVersion}); never raises."""
+        """Post one Event about `obj` (a body or {kind, name, uid, apiVersion}) now; never raises."""
+        if self._fresh(obj, reason, message):
+            await self._send(obj, event_type, reason, message)
+
+    async def _send(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
         kind = obj.get("kind") or ""
         name = meta.get("name") or obj.get("name") or ""
         uid = meta.get("uid") or obj.get("uid") or ""
-        key = (uid or name, reason, message)
         now = time.monotonic()
-        if now - self._sent.get(key, -1e9) < self.dedupe_seconds:
-            return
-        self._sent[key] = now
-        if len(self._sent) > 10000:
-            self._sent = {k: t for k, t in self._sent.items() if now - t < self.dedupe_seconds}
         stamp = now_rfc3339()
         # a namespaced object's Event lives in its namespace; a cluster-scoped one's only in "default"
         namespace = meta.get("namespace") or obj.get("namespace") or CLUSTER_EVENT_NAMESPACE

@@ -68,6 +68,8 @@ class Metrics:
                                  "(ok, error, refused for the route limit).", ["operation", "result"],
                                  registry=r)
         self.leader = Gauge("routectl_leader", "1 while this controller holds the leader lease.", registry=r)
+        self.events_dropped = Counter("routectl_events_dropped", "Events not posted: the bounded Event "
+                                      "queue was full (Events are shed first under load).", registry=r)
         self.node_writes = Counter("routectl_node_writes", "Writes to Node objects by kind.", ["kind"],
                                    registry=r)
         r.register(_CloudCallCollector(cloud_stats))

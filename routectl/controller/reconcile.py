@@ -30,6 +30,7 @@ from routectl.controller.dispatch import Dispatcher
 from routectl.controller.kube import EventRecorder, KubeClient
 from routectl.controller.metrics import Metrics
 from routectl.controller.nodecache import NodeCache, ObjectCache, PoolCache
+from routectl.controller.nodelocks import NodeLocks
 from routectl.controller.reporting import STALE_PREFIX, Reporter
 from routectl.controller.routing import REASON_CLOUD_ERROR, RoutesFactory, Routing
 from routectl.controller.state import IndexViews, NetworkState, NodeView, PoolView, route_state
@@ -59,7 +60,8 @@ class Controller:
         self.config = config
         self.client = client
         self.metrics = metrics or Metrics()
-        self.events = EventRecorder(client, config.event_namespace, instance=config.identity)
+        self.events = EventRecorder(client, config.event_namespace, instance=config.identity,
+                                    on_drop=self.metrics.events_dropped.inc)
         self.views = IndexViews()
         self.book = AllocationBook()  # the allocator and the memory of the podCIDRs we wrote
         self.lock = asyncio.Lock()  # serialises every allocator mutation
@@ -72,7 +74,7 @@ class Controller:
         self._ready_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._configured: tuple[Any, ...] | None = None
-        self._node_locks: dict[str, asyncio.Lock] = {}
+        self._node_locks = NodeLocks()  # one coroutine at a time per node: its reconcile, or its release
         # nodes without a podCIDR after their last reconcile (no pool, pool full, write not landed):
         # served again after a release, a pool change or a resync, without scanning every node
         self._waiting: set[str] = set()
@@ -229,6 +231,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        await self.events.close()
         await self.routing.close()
 
     def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -323,8 +326,7 @@ class Controller:
         """Give the node a block if it has none, make its routes exist, and say so in its condition.
 
         One node is reconciled by one coroutine at a time (its event handler, or a retry pass)."""
-        lock = self._node_locks.setdefault(view.name, asyncio.Lock())
-        async with lock:
+        async with self._node_locks.hold(view.name):
             await self._reconcile_node(view)
 
     async def _reconcile_node(self, view: NodeView) -> None:
@@ -372,30 +374,44 @@ class Controller:
         """A Node was deleted: delete its routes first, then release its block (never the other way)."""
         # The node's lock: a reconcile of it still running (say, writing its podCIDR) finishes first,
         # so its block is known and released here, never leaked. Waiting nodes are served after it.
-        lock = self._node_locks.setdefault(view.name, asyncio.Lock())
-        async with lock:
+        async with self._node_locks.hold(view.name):
             if view.name in self.node_views():
                 return  # re-created meanwhile; the new object is handled by its own events
             self._waiting.discard(view.name)
             self.routing.gone[view.name] = view
-            released = await self._remove_gone(serve=False)
+            released = await self._release_gone(view.name)
         if released:
+            self.reporter.touch()
             await self._after_release()
 
     async def _remove_gone(self, serve: bool = True) -> bool:
         """Delete the routes of every gone node, then release the blocks whose routes are confirmed gone.
         Returns whether a block was released (with `serve`, waiting nodes were served already)."""
-        live = self.node_views()
-        done = await self.routing.remove_gone(live)
-        for name in done:
-            await self.assigner.release(name)
-            self.reporter.forget(name)
-            self._node_locks.pop(name, None)
-        if done:
+        released = False
+        for name in list(self.routing.gone):
+            async with self._node_locks.hold(name):
+                released = await self._release_gone(name) or released
+        if released:
             self.reporter.touch()
-        if serve and done:
+        if serve and released:
             await self._after_release()
-        return bool(done)
+        return released
+
+    async def _release_gone(self, name: str) -> bool:
+        """Delete a gone node's routes, then release its block; the caller holds the node's lock.
+
+        One node at a time, under its lock: a pass over every gone name must not release a name that
+        came back meanwhile (re-created, and given a block by its own reconcile while the routes of the
+        old object were being deleted): that would free the block the new Node carries, for the next
+        node to get too (found by the model test's soak)."""
+        if name in self.node_views():
+            self.routing.gone.pop(name, None)
+            return False
+        if name not in await self.routing.remove_gone(self.node_views(), [name]):
+            return False  # routes not confirmed gone: the block stays held, the next pass retries
+        await self.assigner.release(name)
+        self.reporter.forget(name)
+        return True
 
     async def _after_release(self) -> None:
         """Blocks and routes were freed: serve nodes waiting for a block, and for route-table room."""

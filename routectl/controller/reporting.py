@@ -98,15 +98,15 @@ class Reporter:
 
     # ------------------------------------------------------------------------------------ events
     async def event_node(self, view: NodeView, etype: str, reason: str, message: str) -> None:
-        """Post an Event about a Node."""
-        await self.events.post({"kind": "Node", "apiVersion": "v1", "name": view.name, "uid": view.uid},
+        """Queue an Event about a Node (posted by the recorder's own task: never delays a write)."""
+        self.events.enqueue({"kind": "Node", "apiVersion": "v1", "name": view.name, "uid": view.uid},
                                etype, reason, message)
 
     async def event_pool(self, name: str, etype: str, reason: str, message: str) -> None:
-        """Post an Event about a PodCIDRPool."""
+        """Queue an Event about a PodCIDRPool."""
         view = self.views.pool_views().get(name)
         uid = ((view.body.get("metadata") or {}).get("uid", "")) if view else ""
-        await self.events.post({"kind": POOL_KIND, "name": name, "uid": uid}, etype, reason, message)
+        self.events.enqueue({"kind": POOL_KIND, "name": name, "uid": uid}, etype, reason, message)
 
     async def post_limit_events(self, warnings: list[LimitWarning]) -> None:
         """A Warning Event on every pool for each new route-limit warning (nearing or reached)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from routectl.constants import DEFAULT_ROUTE_LIMIT_WARNING_PERCENT
@@ -183,11 +183,13 @@ class Routing:
             if a.node not in live and not a.node.startswith(STALE_PREFIX) and a.node not in self.gone:
                 self.gone[a.node] = NodeView(a.node, "", None, {}, a.cidrs, "", False, None)
 
-    async def remove_gone(self, live: Mapping[str, NodeView]) -> list[str]:
-        """Delete the routes of every gone node; return those whose routes are confirmed gone (their
-        blocks may be released now, and only now)."""
+    async def remove_gone(self, live: Mapping[str, NodeView],
+                          names: Iterable[str] | None = None) -> list[str]:
+        """Delete the routes of every gone node (or of those `names`); return those whose routes are
+        confirmed gone (their blocks may be released now, and only now)."""
         done: list[str] = []
-        for name, view in list(self.gone.items()):
+        wanted = list(self.gone) if names is None else [n for n in names if n in self.gone]
+        for name, view in [(n, self.gone[n]) for n in wanted]:
             if name in live:
                 self.gone.pop(name, None)
                 continue
