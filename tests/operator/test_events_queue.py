@@ -14,7 +14,7 @@ from tests.operator.ctlharness import Delivery, new_controller, stop_controller
 
 
 async def test_events_never_delay_the_podcidr_or_the_condition_and_are_dropped_first() -> None:
-    sim = SimCluster(cloud="gce", nodes=10, pool_cidr="10.80.0.0/20", resync_seconds=3600,
+    sim = SimCluster(cloud="gce", nodes=0, pool_cidr="10.80.0.0/20", resync_seconds=3600,
                      run_controller=False).start()
     ctl = new_controller(sim)
     ctl.events.queue_size, ctl.events.senders = 2, 3
@@ -22,6 +22,8 @@ async def test_events_never_delay_the_podcidr_or_the_condition_and_are_dropped_f
         feed = Delivery(sim)
         feed.list_all()
         await ctl.ensure_ready(feed.nodes, feed.pools)
+        await asyncio.to_thread(sim.add_nodes, 10)  # nodes arriving after start
+        feed.list_all()
         # every Event POST hangs (an overloaded API server): not one may hold a node's writes up
         sim.kube.inject_fault(verb="create", resource="events", code=503, times=None, delay=120.0)
         mark = sim.kube.requests.mark()

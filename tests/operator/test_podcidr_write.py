@@ -37,12 +37,14 @@ def podcidr_patches(sim: SimCluster, since: int) -> list[Any]:
 
 @pytest.fixture
 async def started() -> AsyncIterator[tuple[SimCluster, Controller, Delivery]]:
-    sim = SimCluster(cloud="gce", nodes=4, pool_cidr="10.80.0.0/22", resync_seconds=3600,
+    sim = SimCluster(cloud="gce", nodes=0, pool_cidr="10.80.0.0/22", resync_seconds=3600,
                      run_controller=False).start()
     ctl = new_controller(sim)
     feed = Delivery(sim)
     feed.list_all()
     await ctl.ensure_ready(feed.nodes, feed.pools)
+    await asyncio.to_thread(sim.add_nodes, 4)  # nodes that arrive after start (waiting ones are served by it)
+    feed.list_all()
     try:
         yield sim, ctl, feed
     finally:
