@@ -41,6 +41,7 @@ from routectl.cloud.base import (
 )
 from routectl.cloud.caller import CloudCaller, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
+from routectl.cloud.sdk import compute_service, compute_types
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import CloudRoute, NodeRoutes, TableCapacity, canonical_cidr
 
@@ -180,14 +181,12 @@ class GCERouteDriver(UsesCloudCaller):
         """Per-thread clients (a requests session per thread keeps connection pools uncontended)."""
         c = getattr(self._local, "clients", None)
         if c is None:
-            from google.cloud import compute_v1
-
             kinds = {
-                "routes": (compute_v1.RoutesClient, "routes"),
-                "ops": (compute_v1.GlobalOperationsClient, "global_operations"),
-                "instances": (compute_v1.InstancesClient, "instances"),
-                "projects": (compute_v1.ProjectsClient, "projects"),
-                "networks": (compute_v1.NetworksClient, "networks"),
+                "routes": (compute_service("routes").RoutesClient, "routes"),
+                "ops": (compute_service("global_operations").GlobalOperationsClient, "global_operations"),
+                "instances": (compute_service("instances").InstancesClient, "instances"),
+                "projects": (compute_service("projects").ProjectsClient, "projects"),
+                "networks": (compute_service("networks").NetworksClient, "networks"),
             }
             from google.cloud import cloudquotas_v1
 
@@ -248,18 +247,18 @@ class GCERouteDriver(UsesCloudCaller):
         )
 
     def _to_cloud_route(self, r: Any) -> CloudRoute:
-        """A raw protobuf Route (`compute_v1.Route.pb(x)`) as a CloudRoute."""
+        """A raw protobuf Route (`compute.Route.pb(x)`) as a CloudRoute."""
         target = instance_path(r.next_hop_instance) if r.next_hop_instance else (
             r.next_hop_gateway or r.next_hop_ip or r.next_hop_ilb or None)
         return CloudRoute(table=self.network, destination=canonical_cidr(r.dest_range), target=target,
                           name=r.name, state="active", owned=self._owned(r))
 
     def _wait(self, operation: Any, what: str) -> None:
-        from google.cloud import compute_v1
+        compute = compute_types()
 
         op = operation
         deadline = time.monotonic() + self.op_timeout
-        while op.status != compute_v1.Operation.Status.DONE:
+        while op.status != compute.Operation.Status.DONE:
             if time.monotonic() > deadline:
                 raise CloudError(f"{what}: operation {op.name} not DONE after {self.op_timeout}s")
             op = self._call("globalOperations.wait", lambda name=op.name: self._clients()["ops"].wait(
@@ -284,13 +283,13 @@ class GCERouteDriver(UsesCloudCaller):
 
     def list_routes(self) -> list[CloudRoute]:
         """All routes of our network (paginated, filtered by network server-side)."""
-        from google.cloud import compute_v1
+        compute = compute_types()
 
         out: list[CloudRoute] = []
         token = ""
         flt = f'network eq ".*/{self.network_path}"'
         while True:
-            req = compute_v1.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
+            req = compute.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
                                                page_token=token)
             try:
                 page = self._call("routes.list", lambda req=req: self._clients()["routes"].list(
@@ -299,7 +298,7 @@ class GCERouteDriver(UsesCloudCaller):
                 raise CloudError(f"listing routes of {self.network_path}: {e.message}") from e
             # the raw protobuf messages: proto-plus attribute access cost more than the HTTP calls
             response = next(iter(page.pages))  # the page already fetched (the pager fetches no more here)
-            out += [self._to_cloud_route(r) for r in compute_v1.RouteList.pb(response).items]
+            out += [self._to_cloud_route(r) for r in compute.RouteList.pb(response).items]
             token = page.next_page_token
             if not token:
                 return out
@@ -332,12 +331,12 @@ class GCERouteDriver(UsesCloudCaller):
         return f"projects/{project}/zones/{zone}/instances/{name}"
 
     def _list_zone(self, project: str, zone: str) -> dict[str, Any]:
-        from google.cloud import compute_v1
+        compute = compute_types()
 
         found: dict[str, Any] = {}
         token = ""
         while True:
-            req = compute_v1.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
+            req = compute.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
                                                   page_token=token)
             page = self._call("instances.list", lambda req=req: self._clients()["instances"].list(
                 request=req, retry=None, timeout=self.call_timeout))
@@ -398,9 +397,9 @@ class GCERouteDriver(UsesCloudCaller):
         return out
 
     def _insert(self, name: str, destination: str, target: str) -> None:
-        from google.cloud import compute_v1
+        compute = compute_types()
 
-        route = compute_v1.Route(
+        route = compute.Route(
             name=name, network=self.network_path, dest_range=destination, next_hop_instance=target,
             priority=self.priority, description=self.description, tags=self.tags,
         )
@@ -442,9 +441,9 @@ class GCERouteDriver(UsesCloudCaller):
             return None
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"getting route {name}: {e.message}") from e
-        from google.cloud import compute_v1
+        compute = compute_types()
 
-        return self._to_cloud_route(compute_v1.Route.pb(r))
+        return self._to_cloud_route(compute.Route.pb(r))
 
     def replace(self, route: CloudRoute, target: str, node: NodeRoutes, *,
                 destination: str | None = None) -> CloudRoute:
