@@ -17,6 +17,7 @@ Operations are waited on with our own GlobalOperationsClient (`insert_unary` +
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -87,8 +88,10 @@ def _pin_environment(client: Any) -> None:
     session.trust_env = False
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def instance_path(url: str | None) -> str | None:
-    """`projects/p/zones/z/instances/i` from any form of an instance URL (full, relative)."""
+    """`projects/p/zones/z/instances/i` from any form of an instance URL (full, relative); memoised, as
+    every resync asks it for every listed route's next hop."""
     if not url:
         return None
     m = INSTANCE_PATH_RE.search(url)

@@ -186,7 +186,7 @@ class RouteReconciler:
                 with self._lock:
                     routes, caps = self._merge_listed(routes, caps)
                     self._view, self._caps = list(routes), list(caps)
-                    plan = self._plan(nodes, routes, caps, scoped=False)
+                    plan = self._plan(nodes, routes, caps, scoped=False, route_statuses=False)
                 return self._apply(plan, nodes, before, chunked=True)
             finally:
                 with self._lock:
@@ -230,7 +230,7 @@ class RouteReconciler:
             if self._view is None or self._caps is None:
                 self._refresh()
             assert self._view is not None and self._caps is not None
-            plan = self._plan(nodes, list(self._view), list(self._caps), scoped=True)
+            plan = self._plan(nodes, list(self._view), list(self._caps), scoped=True, route_statuses=False)
             result = self._apply(plan, nodes, before)
             self._touch(set(plan.desired) | {(a.table, a.destination) for a in plan.actions}, result.actions)
             return result
@@ -377,12 +377,14 @@ class RouteReconciler:
         return out
 
     def _plan(self, nodes: Sequence[NodeRoutes], routes: list[CloudRoute], caps: list[TableCapacity], *,
-              scoped: bool, check_only: bool = False) -> RoutePlan:
+              scoped: bool, check_only: bool = False, route_statuses: bool = True) -> RoutePlan:
+        """Diff and limit fit. `route_statuses=False`: the plan's statuses hold only per-node problems (the
+        caller's _apply() derives every other node's status from what was done)."""
         tables = self.driver.list_tables()
         statuses: dict[str, NodeRouteStatus] = {}
         # a desired destination that is a blackhole: the node's instance may have changed; re-resolve it
         blackholes = {r.destination for r in routes if r.owned and r.state != "active"}
-        for n in nodes:
+        for n in nodes if blackholes else ():
             if any(canonical_cidr(c) in blackholes for c in n.pod_cidrs if _valid(c)):
                 self._targets.pop(n.name, None)
         candidates: list[NodeRoutes] = []
@@ -437,7 +439,7 @@ class RouteReconciler:
         keeps = [a for a in actions if a.kind == "keep"]
         todo = deletes + [a for a in actions if a.kind == "replace"] + fit.fits
         keeps_of, refused_of = _by_node(keeps), _by_node(fit.refused)
-        for n in candidates:
+        for n in candidates if route_statuses else ():
             if n.name in statuses:
                 continue
             statuses[n.name] = self._node_status(n.name, node_keys[n.name], keeps_of.get(n.name, []), [],

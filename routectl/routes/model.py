@@ -181,8 +181,16 @@ def node_pod_cidrs(body: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
 
 
+def cidr_order(cidr: str) -> tuple[int, int, int]:
+    """(IP version, network address, prefix length): the address order of CIDRs (memoised parse)."""
+    net = _network(cidr)
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def inside_any(cidr: str, pools: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    """True when `cidr` lies inside (or equals) one of `pools` of the same IP family."""
+    """True when `cidr` lies inside (or equals) one of `pools` of the same IP family (memoised: every
+    resync asks it for every node's block and every listed route)."""
     try:
         net = _network(cidr)
     except ValueError:
