@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -63,6 +64,14 @@ def warm_cloud_sdk(provider: str | None) -> None:
             getattr(mod, func)()
     except ImportError:  # the driver reports a missing SDK itself, with advice
         log.debug("cloud SDK of %s not importable", provider)
+
+
+def freeze_imports() -> None:
+    """Move every object alive now (modules, classes, protobuf descriptors: some 200,000) out of the
+    cyclic collector's sight for good. They live as long as the process, yet each full collection
+    walked them all: ~0.1 s of CPU, about every other resync at 5,000 routes."""
+    gc.collect()
+    gc.freeze()
 
 
 # Kubernetes client libraries kopf imports at its own import when they are installed, only to recognise
@@ -155,8 +164,9 @@ class HealthServer:
 async def run_controller(config: Config, *, routes_factory: RoutesFactory | None = None,
                          stop: asyncio.Event | None = None,
                          on_controller: Callable[[Controller], None] | None = None,
-                         health: bool = True) -> int:
-    """Run until stopped (returns 0) or until the Lease is lost (returns EXIT_LOST_LEASE)."""
+                         health: bool = True, freeze: bool = False) -> int:
+    """Run until stopped (returns 0) or until the Lease is lost (returns EXIT_LOST_LEASE). `freeze`: the
+    process is the controller's own (`routectl controller`): freeze what the start-up imported."""
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         # SIGTERM/SIGINT before kopf runs (standby, start-up) stop cleanly; kopf installs its own later.
@@ -165,8 +175,12 @@ async def run_controller(config: Config, *, routes_factory: RoutesFactory | None
             loop.add_signal_handler(sig, stop.set)
 
     # in the background: overlaps the Lease and kopf's start instead of delaying the first block
-    warming = asyncio.create_task(asyncio.to_thread(warm_cloud_sdk, config.provider),
-                                  name="routectl-warm-sdk")
+    def warm() -> None:
+        warm_cloud_sdk(config.provider)
+        if freeze:
+            freeze_imports()
+
+    warming = asyncio.create_task(asyncio.to_thread(warm), name="routectl-warm-sdk")
 
     import kopf
 
@@ -313,5 +327,5 @@ def controller(log_level: str, **flags: Any) -> None:
     # Terminated while still importing: nothing was done yet, exit cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     import_kopf_alone()
-    code = asyncio.run(run_controller(config))
+    code = asyncio.run(run_controller(config, freeze=True))
     sys.exit(code)

@@ -181,8 +181,10 @@ def node_pod_cidrs(body: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def cidr_order(cidr: str) -> tuple[int, int, int]:
-    """(IP version, network address, prefix length): the address order of CIDRs (memoised parse)."""
+    """(IP version, network address, prefix length): the address order of CIDRs (memoised: the diff sorts
+    every route by it each resync)."""
     net = _network(cidr)
     return (net.version, int(net.network_address), net.prefixlen)
 

@@ -454,7 +454,8 @@ class FakeGCE(ServedFake, InjectsFaults):
             raise _HTTPError(400, "invalid", f"Invalid value for pageToken: '{token}'") from None
         flt = query.get("filter", [""])[0]
         if flt:
-            items = [r for r in items if _match_filter(flt, r)]
+            clauses = _filter_clauses(flt)
+            items = [r for r in items if _match_filter(clauses, r)]
         page = items[start:start + max_results]
         out: dict[str, Any] = {"kind": kind, "items": page, "selfLink": link}
         if start + max_results < len(items):
@@ -462,15 +463,21 @@ class FakeGCE(ServedFake, InjectsFaults):
         return out
 
 
-def _match_filter(flt: str, item: dict[str, Any]) -> bool:
-    """GCE list filter subset: `f eq "regex"`, `f ne "regex"`, `f = "v"`, `f != "v"`, ANDed."""
+def _filter_clauses(flt: str) -> list[tuple[str, str, str, re.Pattern[str] | None]]:
+    """GCE list filter subset: `f eq "regex"`, `f ne "regex"`, `f = "v"`, `f != "v"`, ANDed (parsed once
+    per request, not per item: a page of a 5,000-route list scanned them all)."""
     clauses = FILTER_RE.findall(flt)
     if not clauses:
         raise _HTTPError(400, "invalid", f"Invalid list filter expression '{flt}'")
-    for field, op, value in clauses:
+    return [(f, op, v, re.compile(v) if op in ("eq", "ne") else None) for f, op, v in clauses]
+
+
+def _match_filter(clauses: list[tuple[str, str, str, re.Pattern[str] | None]], item: dict[str, Any]) -> bool:
+    """Whether `item` passes every clause."""
+    for field, op, value, pattern in clauses:
         actual = str(item.get(field, ""))
-        if op in ("eq", "ne"):
-            ok = re.fullmatch(value, actual) is not None
+        if pattern is not None:
+            ok = pattern.fullmatch(actual) is not None
             ok = ok if op == "eq" else not ok
         else:
             ok = actual == value if op == "=" else actual != value
