@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import ipaddress
 import os
 import re
@@ -67,6 +68,17 @@ QUOTA_NAME_RE = re.compile(r"Quota '([A-Z_]+)'")
 # fields as these (more on the real API: routeType, routeStatus, warnings, selfLink, id...).
 ROUTE_LIST_FIELDS = ("nextPageToken,items(name,description,network,destRange,"
                      "nextHopInstance,nextHopGateway,nextHopIp,nextHopIlb)")
+
+# client kind -> (service package of google.cloud.compute_v1, or "<package>:<service>"; client class)
+CLIENT_KINDS = {
+    "routes": ("routes", "RoutesClient"),
+    "ops": ("global_operations", "GlobalOperationsClient"),
+    "instances": ("instances", "InstancesClient"),
+    "projects": ("projects", "ProjectsClient"),
+    "networks": ("networks", "NetworksClient"),
+    "quotas": ("cloudquotas_v1:cloud_quotas", "CloudQuotasClient"),
+}
+
 
 def _pin_environment(client: Any) -> None:
     """Read the proxy/CA settings of the environment once for this client's HTTP session, instead of on
@@ -186,40 +198,40 @@ class GCERouteDriver(UsesCloudCaller):
         self._network_id: str | None = None  # numeric id: the network_id dimension of per-network quotas
 
     # ----- plumbing -----
-    def _clients(self) -> Any:
-        """Per-thread clients (a requests session per thread keeps connection pools uncontended)."""
-        c = getattr(self._local, "clients", None)
+    def _client(self, kind: str) -> Any:
+        """This thread's client of one kind, made on first use (a requests session per thread keeps
+        connection pools uncontended; most worker threads only ever need routes and operations, and each
+        client costs ~40 KB)."""
+        clients: dict[str, Any] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        c = clients.get(kind)
         if c is None:
-            kinds = {
-                "routes": (compute_service("routes").RoutesClient, "routes"),
-                "ops": (compute_service("global_operations").GlobalOperationsClient, "global_operations"),
-                "instances": (compute_service("instances").InstancesClient, "instances"),
-                "projects": (compute_service("projects").ProjectsClient, "projects"),
-                "networks": (compute_service("networks").NetworksClient, "networks"),
-            }
-            from google.cloud import cloudquotas_v1
-
-            c = {}
-            all_kinds: dict[str, tuple[Any, str]] = dict(kinds)
-            all_kinds["quotas"] = (cloudquotas_v1.CloudQuotasClient, "cloudquotas_v1:cloud_quotas")
-            for key, (cls, module) in all_kinds.items():
-                pkg, _, svc = module.rpartition(":")
-                path = (f"google.cloud.{pkg}.services.{svc}.transports.rest" if pkg
-                        else f"google.cloud.compute_v1.services.{module}.transports.rest")
-                if self.endpoint:
-                    from google.auth.credentials import AnonymousCredentials
-
-                    u = urlparse(self.endpoint)
-                    mod = __import__(path, fromlist=["x"])
-                    transport_cls = next(getattr(mod, n) for n in dir(mod)
-                                         if n.endswith("RestTransport") and not n.startswith("_"))
-                    c[key] = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
-                                                         credentials=AnonymousCredentials()))
-                else:
-                    c[key] = cls(credentials=self._credentials)
-                _pin_environment(c[key])
-            self._local.clients = c
+            c = clients[kind] = self._new_client(kind)
         return c
+
+    def _new_client(self, kind: str) -> Any:
+        """A client of `kind` on the REST transport (anonymous against a fake endpoint)."""
+        module, cls_name = CLIENT_KINDS[kind]
+        pkg, _, svc = module.rpartition(":")
+        if pkg:
+            service = importlib.import_module(f"google.cloud.{pkg}.services.{svc}")
+        else:
+            service = compute_service(module)
+        cls = getattr(service, cls_name)
+        if self.endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            u = urlparse(self.endpoint)
+            mod = importlib.import_module(f"{service.__name__}.transports.rest")
+            transport_cls = next(getattr(mod, n) for n in dir(mod)
+                                 if n.endswith("RestTransport") and not n.startswith("_"))
+            client = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
+                                                 credentials=AnonymousCredentials()))
+        else:
+            client = cls(credentials=self._credentials)
+        _pin_environment(client)
+        return client
 
     @property
     def network_path(self) -> str:
@@ -270,7 +282,7 @@ class GCERouteDriver(UsesCloudCaller):
         while op.status != compute.Operation.Status.DONE:
             if time.monotonic() > deadline:
                 raise CloudError(f"{what}: operation {op.name} not DONE after {self.op_timeout}s")
-            op = self._call("globalOperations.wait", lambda name=op.name: self._clients()["ops"].wait(
+            op = self._call("globalOperations.wait", lambda name=op.name: self._client("ops").wait(
                 project=self.project, operation=name, retry=None, timeout=self.op_timeout))
         if op.error and op.error.errors:
             codes = [e.code for e in op.error.errors]
@@ -301,7 +313,7 @@ class GCERouteDriver(UsesCloudCaller):
             req = compute.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
                                                page_token=token)
             try:
-                page = self._call("routes.list", lambda req=req: self._clients()["routes"].list(
+                page = self._call("routes.list", lambda req=req: self._client("routes").list(
                     request=req, retry=None, timeout=self.call_timeout,
                     metadata=[("x-goog-fieldmask", ROUTE_LIST_FIELDS)]))
             except gexc.GoogleAPICallError as e:
@@ -321,7 +333,7 @@ class GCERouteDriver(UsesCloudCaller):
         """
         project, zone, name = parse_provider_id(node.provider_id)
         try:
-            inst = self._call("instances.get", lambda: self._clients()["instances"].get(
+            inst = self._call("instances.get", lambda: self._client("instances").get(
                 project=project, zone=zone, instance=name, retry=None, timeout=self.call_timeout))
         except gexc.NotFound as e:
             raise NodeProblem(REASON_INSTANCE_NOT_FOUND, f"instance {name} in {project}/{zone} not found "
@@ -348,7 +360,7 @@ class GCERouteDriver(UsesCloudCaller):
         while True:
             req = compute.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
                                                   page_token=token)
-            page = self._call("instances.list", lambda req=req: self._clients()["instances"].list(
+            page = self._call("instances.list", lambda req=req: self._client("instances").list(
                 request=req, retry=None, timeout=self.call_timeout))
             found.update({i.name: i for i in page.items})
             token = page.next_page_token
@@ -413,7 +425,7 @@ class GCERouteDriver(UsesCloudCaller):
             name=name, network=self.network_path, dest_range=destination, next_hop_instance=target,
             priority=self.priority, description=self.description, tags=self.tags,
         )
-        op = self._call("routes.insert", lambda: self._clients()["routes"].insert_unary(
+        op = self._call("routes.insert", lambda: self._client("routes").insert_unary(
             project=self.project, route_resource=route, retry=None, timeout=self.call_timeout), mutating=True)
         self._wait(op, f"inserting route {name}")
 
@@ -445,7 +457,7 @@ class GCERouteDriver(UsesCloudCaller):
 
     def _get(self, name: str) -> CloudRoute | None:
         try:
-            r = self._call("routes.get", lambda: self._clients()["routes"].get(
+            r = self._call("routes.get", lambda: self._client("routes").get(
                 project=self.project, route=name, retry=None, timeout=self.call_timeout))
         except gexc.NotFound:
             return None
@@ -481,7 +493,7 @@ class GCERouteDriver(UsesCloudCaller):
             raise CloudError(f"refusing to delete route {route.name or route.destination}: "
                              "not owned by routectl")
         try:
-            op = self._call("routes.delete", lambda: self._clients()["routes"].delete_unary(
+            op = self._call("routes.delete", lambda: self._client("routes").delete_unary(
                 project=self.project, route=route.name, retry=None, timeout=self.call_timeout), mutating=True)
         except gexc.NotFound:
             return
@@ -499,7 +511,7 @@ class GCERouteDriver(UsesCloudCaller):
             return self._static_quota[1], self._static_quota[2]
         parent = f"projects/{self.project}/locations/global/services/{QUOTAS_SERVICE}"
         net_id = self._network_numeric_id()
-        client = self._clients()["quotas"]
+        client = self._client("quotas")
         info: Any = None
         note = ""
         try:
@@ -540,7 +552,7 @@ class GCERouteDriver(UsesCloudCaller):
         """Our network's numeric id (per-network quota values are keyed by it); None when unreadable."""
         if self._network_id is None:
             try:
-                net = self._call("networks.get", lambda: self._clients()["networks"].get(
+                net = self._call("networks.get", lambda: self._client("networks").get(
                     project=self.project, network=self.network, retry=None, timeout=self.call_timeout))
             except gexc.GoogleAPICallError:
                 return None
@@ -564,7 +576,7 @@ class GCERouteDriver(UsesCloudCaller):
         the network, ours or not, both families) and the project's ROUTES where still reported; the one
         with the least room binds. A limit learned from QUOTA_EXCEEDED counts as known too."""
         try:
-            proj = self._call("projects.get", lambda: self._clients()["projects"].get(
+            proj = self._call("projects.get", lambda: self._client("projects").get(
                 project=self.project, retry=None, timeout=self.call_timeout))
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"reading quotas of project {self.project}: {e.message}") from e

@@ -14,7 +14,7 @@ from typing import Any, Literal
 ActionKind = Literal["create", "replace", "delete", "keep"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeRoutes:
     """A node as the route layer sees it: identity, where its traffic goes, which blocks it owns."""
 
@@ -27,7 +27,7 @@ class NodeRoutes:
     created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CloudRoute:
     """One route as listed from a cloud table; `owned` says whether routectl may ever touch it."""
 
@@ -40,7 +40,7 @@ class CloudRoute:
     node: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteAction:
     """One step of a plan: create, replace (next hop differs or blackhole), delete (stale) or keep."""
 
