@@ -137,7 +137,9 @@ class RouteReconciler:
         self._view: list[CloudRoute] | None = None
         self._caps: list[TableCapacity] | None = None
         self._targets: dict[str, tuple[tuple[str | None, str], str, float]] = {}
-        self._node_keys: dict[str, tuple[set[Key], str | None]] = {}
+        # node -> (its route keys, its next hop) as last planned; a tuple per node (kept for the node's
+        # life: a set costs four times as much for the one or two keys a node has)
+        self._node_keys: dict[str, tuple[tuple[Key, ...], str | None]] = {}
         self._view_dirty = False
         self._pool: ThreadPoolExecutor | None = None
         self._fence: Callable[[], bool] = lambda: False
@@ -251,8 +253,8 @@ class RouteReconciler:
             if self._view is None or self._caps is None:
                 self._refresh()
             assert self._view is not None
-            keys, target = self._node_keys.get(node_name, (set(), None))
-            keys = set(keys)
+            known, target = self._node_keys.get(node_name, ((), None))
+            keys = set(known)
             for c in pod_cidrs:
                 keys |= {(t, canonical_cidr(c)) for t in self.driver.list_tables()}
             names = self._route_names(node_name, pod_cidrs, uid, provider_id) if target is None else set()
@@ -423,7 +425,7 @@ class RouteReconciler:
                     desired[key] = (n.name, res)
                     node_keys[n.name].add(key)
             if not check_only:
-                self._node_keys[n.name] = (node_keys[n.name], res)
+                self._node_keys[n.name] = (tuple(node_keys[n.name]), res)
         # Nodes that still exist but could not be resolved (transient cloud error, instance missing,
         # prerequisite) keep whatever routes they have: only nodes that are gone lose routes (as in the
         # cloud-provider route controller); their status says why nothing was changed.

@@ -55,7 +55,7 @@ class NodeView:
         cond = None
         for c in (body.get("status") or {}).get("conditions") or []:
             if c.get("type") == CONDITION_NETWORK_UNAVAILABLE:
-                cond = {k: c[k] for k in _CONDITION_KEYS if k in c}
+                cond = {k: _shared(c[k]) for k in _CONDITION_KEYS if k in c}  # the same few texts
         return cls(
             name=meta.get("name", ""),
             uid=meta.get("uid", ""),

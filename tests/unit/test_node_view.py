@@ -28,10 +28,12 @@ def test_a_view_keeps_what_the_controller_reads() -> None:
     assert not condition_is_current(v.condition, route_state(True))
 
 
-def test_views_share_label_texts_and_have_no_instance_dict() -> None:
+def test_views_share_label_and_condition_texts_and_have_no_instance_dict() -> None:
     a, b = NodeView.from_body(_decoded("n1")), NodeView.from_body(_decoded("n2"))
     ka = {k: k for k in a.labels}
     for k in b.labels:
         assert ka[k] is k  # one copy of each label key for all nodes
     assert a.labels["topology.kubernetes.io/zone"] is b.labels["topology.kubernetes.io/zone"]
+    assert a.condition is not None and b.condition is not None
+    assert a.condition["message"] is b.condition["message"]
     assert not hasattr(a, "__dict__")
