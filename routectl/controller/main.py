@@ -74,29 +74,6 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
-# Kubernetes client libraries kopf imports at its own import when they are installed, only to recognise
-# their model objects (kopf._cogs.helpers.thirdparty): `kubernetes` pulls in ~30 MB and half a second the
-# controller never uses (its requests go through its own aiohttp client, kopf logs in through ours).
-_KOPF_OPTIONAL_CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")
-
-
-def import_kopf_alone() -> None:
-    """Import kopf as if no Kubernetes client library were installed (for the `controller` process only:
-    a None entry in sys.modules makes that import fail with ImportError, which kopf handles). The
-    entries are removed right after, so a later `import kubernetes` works as usual."""
-    if "kopf" in sys.modules:
-        return
-    hidden = [name for name in _KOPF_OPTIONAL_CLIENTS if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        import kopf  # noqa: F401
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]
-
-
 def make_login(kubeconfig: str | None) -> Callable[..., Any]:
     """A kopf login handler for the same cluster the write client talks to."""
     def login(**_: Any) -> Any:
@@ -326,6 +303,5 @@ def controller(log_level: str, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from None
     # Terminated while still importing: nothing was done yet, exit cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    import_kopf_alone()
     code = asyncio.run(run_controller(config, freeze=True))
     sys.exit(code)

@@ -92,16 +92,3 @@ def test_an_aws_controller_imports_no_google_library(aws: AWSHarness) -> None:
     modules = out["modules"]
     assert "boto3" in modules
     assert _under(modules, "google", "grpc", "kubernetes") == []
-
-
-def test_kopf_is_imported_without_the_kubernetes_client_which_stays_importable() -> None:
-    code = ("import sys\n"
-            "from routectl.controller.main import import_kopf_alone\n"
-            "import_kopf_alone()\n"
-            "assert 'kopf' in sys.modules and 'kubernetes' not in sys.modules, sorted(sys.modules)\n"
-            "import kopf\n"
-            "kopf.OperatorRegistry()\n"
-            "from kubernetes import client\n"
-            "client.Configuration()\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
