@@ -258,21 +258,23 @@ class GCERouteDriver(UsesCloudCaller):
             base = f"{self.prefix}-{hashlib.sha256(uid.encode()).hexdigest()[:room]}"
         return base + suffix
 
-    def _owned(self, r: Any) -> bool:
-        """Whether raw Route message `r` is one of ours (name prefix, description, our network)."""
-        net = r.network or ""
+    def _owned(self, name: str, description: str, network: str) -> bool:
+        """Whether a route with these fields is one of ours (name prefix, description, our network)."""
+        path = self.network_path
         return (
-            r.name.startswith(self.prefix + "-")
-            and r.description == self.description
-            and (net.rstrip("/").endswith("/" + self.network_path) or net == self.network_path)
+            name.startswith(self.prefix + "-")
+            and description == self.description
+            and (network.rstrip("/").endswith("/" + path) or network == path)
         )
 
     def _to_cloud_route(self, r: Any) -> CloudRoute:
-        """A raw protobuf Route (`compute.Route.pb(x)`) as a CloudRoute."""
-        target = instance_path(r.next_hop_instance) if r.next_hop_instance else (
+        """A raw protobuf Route (`compute.Route.pb(x)`) as a CloudRoute (each field read once: every read
+        of a protobuf field builds a new str, and a resync reads every route of the network)."""
+        name, hop = r.name, r.next_hop_instance
+        target = instance_path(hop) if hop else (
             r.next_hop_gateway or r.next_hop_ip or r.next_hop_ilb or None)
         return CloudRoute(table=self.network, destination=canonical_cidr(r.dest_range), target=target,
-                          name=r.name, state="active", owned=self._owned(r))
+                          name=name, state="active", owned=self._owned(name, r.description, r.network))
 
     def _wait(self, operation: Any, what: str) -> None:
         compute = compute_types()

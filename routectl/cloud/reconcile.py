@@ -402,14 +402,15 @@ class RouteReconciler:
                     f"pod CIDR(s) {', '.join(bad)} not inside the cluster CIDRs "
                     f"{', '.join(self.cluster_cidrs)}")
                 continue
-            dup = [c for c in n.pod_cidrs if claimed.get(canonical_cidr(c), n.name) != n.name]
+            canon = [canonical_cidr(c) for c in n.pod_cidrs]
+            dup = [c for c, k in zip(n.pod_cidrs, canon, strict=True) if claimed.get(k, n.name) != n.name]
             if dup:
                 statuses[n.name] = NodeRouteStatus(
                     False, REASON_DUPLICATE_CIDR,
                     f"pod CIDR(s) {', '.join(dup)} also claimed by node {claimed[canonical_cidr(dup[0])]}")
                 continue
-            for c in n.pod_cidrs:
-                claimed[canonical_cidr(c)] = n.name
+            for k in canon:
+                claimed[k] = n.name
             candidates.append(n)
         resolved = self._resolve(candidates, check_only)
         desired: dict[Key, tuple[str, str]] = {}
@@ -431,7 +432,8 @@ class RouteReconciler:
         # cloud-provider route controller); their status says why nothing was changed.
         protected = {(t, canonical_cidr(c)) for n in nodes if n.name not in node_keys
                      for c in n.pod_cidrs if _valid(c) for t in tables}
-        actual = [r for r in routes if route_key(r) not in protected or route_key(r) in desired]
+        actual = [r for r in routes if route_key(r) not in protected or route_key(r) in desired] \
+            if protected else list(routes)
         if scoped:
             actual = [r for r in actual if route_key(r) in desired]
         actions = diff_routes(desired, actual, self.cluster_cidrs)
