@@ -17,6 +17,7 @@ the fake GCE server (this process), N nodes. Prints one JSON line per figure and
     .venv/bin/python benchmarks/scale.py                      # N = 1000, 2000, 5000 (minutes)
     .venv/bin/python benchmarks/scale.py --nodes 1000 --skip-simulate
     .venv/bin/python benchmarks/scale.py --nodes 5000 --skip-simulate --only rss,resync
+    SCALE_PROFILE=/tmp/resync.prof ...   # also profile one more resync (pstats file)
 """
 
 from __future__ import annotations
@@ -186,6 +187,12 @@ def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
     c0, t0, th0 = time.process_time(), time.monotonic(), time.thread_time()
     res = rec.sync(nodes)
     cpu, wall, thread_cpu = time.process_time() - c0, time.monotonic() - t0, time.thread_time() - th0
+    if os.environ.get("SCALE_PROFILE"):  # one more sync under cProfile (thread CPU clock), stats to that file
+        import cProfile
+
+        prof = cProfile.Profile(time.thread_time)
+        prof.runcall(rec.sync, nodes)
+        prof.dump_stats(os.environ["SCALE_PROFILE"])
     gc.unfreeze()
     with sim.gce._lock:
         log = list(sim.gce.call_log)
