@@ -187,6 +187,8 @@ def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
     c0, t0, th0 = time.process_time(), time.monotonic(), time.thread_time()
     res = rec.sync(nodes)
     cpu, wall, thread_cpu = time.process_time() - c0, time.monotonic() - t0, time.thread_time() - th0
+    with sim.gce._lock:
+        log = list(sim.gce.call_log)
     if os.environ.get("SCALE_PROFILE"):  # one more sync under cProfile (thread CPU clock), stats to that file
         import cProfile
 
@@ -194,8 +196,6 @@ def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
         prof.runcall(rec.sync, nodes)
         prof.dump_stats(os.environ["SCALE_PROFILE"])
     gc.unfreeze()
-    with sim.gce._lock:
-        log = list(sim.gce.call_log)
     rec.close()
     routes = sum(1 for s in res.nodes.values() if s.ok)
     return {"bench": "resync", "nodes": n, "routes": routes, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
