@@ -16,11 +16,14 @@ the fake GCE server (this process), N nodes. Prints one JSON line per figure and
 
     .venv/bin/python benchmarks/scale.py                      # N = 1000, 2000, 5000 (minutes)
     .venv/bin/python benchmarks/scale.py --nodes 1000 --skip-simulate
+    .venv/bin/python benchmarks/scale.py --nodes 5000 --skip-simulate --only rss,resync
+    SCALE_PROFILE=/tmp/resync.prof ...   # also profile one more resync (pstats file)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import math
@@ -130,10 +133,14 @@ def _converged_count(sim: SimCluster) -> int:
     return settled_count(sim.node_digests())
 
 
-def run(n: int, timeout: float, log_path: str,
-        budget: tuple[float, int] | None = None) -> list[dict[str, Any]]:
-    """Serve N new nodes, restart with N existing nodes, resync at N routes; JSON records. `budget` is
-    the controller's cloud (rate, burst); the simulation's own is far above GCE's published refill."""
+FIGURES = ("serve", "rss", "startup", "resync")
+
+
+def run(n: int, timeout: float, log_path: str, budget: tuple[float, int] | None = None,
+        only: tuple[str, ...] = FIGURES) -> list[dict[str, Any]]:
+    """Serve N new nodes, restart with N existing nodes, resync at N routes; JSON records (of `only`:
+    the nodes are always served first, the other figures need them). `budget` is the controller's
+    cloud (rate, burst); the simulation's own is far above GCE's published refill."""
     out: list[dict[str, Any]] = []
     sim = SimCluster(cloud="gce", nodes=0, pool_cidr=POOL, route_limit=2 * n + 100, run_controller=False)
     sim.start()
@@ -165,15 +172,17 @@ def run(n: int, timeout: float, log_path: str,
                     "renew_deadline_s": cfg.renew_deadline, "lease_lost": ctl.proc.poll() == 3})
         out.append({"bench": "rss", "nodes": n, "controller_rss_mb": rss, "controller_peak_rss_mb": hwm})
         ctl.stop()
-        # a new leader with N existing nodes: process start to ready
-        ctl2 = Controller(sim, "bench-b", log_path, env)
-        ready = ctl2.wait_ready(timeout)
-        out.append({"bench": "startup", "nodes": n, "start_to_ready_s": round(ready, 2) if ready else None})
-        ctl2.stop()
-        out.append(_resync(sim, n))
+        if "startup" in only:  # a new leader with N existing nodes: process start to ready
+            ctl2 = Controller(sim, "bench-b", log_path, env)
+            ready = ctl2.wait_ready(timeout)
+            out.append({"bench": "startup", "nodes": n,
+                        "start_to_ready_s": round(ready, 2) if ready else None})
+            ctl2.stop()
+        if "resync" in only:
+            out.append(_resync(sim, n))
     finally:
         sim.stop()
-    return out
+    return [r for r in out if r["bench"] in only]
 
 
 def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
@@ -185,11 +194,20 @@ def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
     rec = RouteReconciler(drv, [POOL], concurrency=16)
     rec.sync(nodes)  # resolves every node once, as the running controller has
     sim.gce.reset_log()
+    gc.collect()
+    gc.freeze()  # what lives now lives on: out of the collector's full passes, as the controller does
     c0, t0, th0 = time.process_time(), time.monotonic(), time.thread_time()
     res = rec.sync(nodes)
     cpu, wall, thread_cpu = time.process_time() - c0, time.monotonic() - t0, time.thread_time() - th0
     with sim.gce._lock:
         log = list(sim.gce.call_log)
+    if os.environ.get("SCALE_PROFILE"):  # one more sync under cProfile (thread CPU clock), stats to that file
+        import cProfile
+
+        prof = cProfile.Profile(time.thread_time)
+        prof.runcall(rec.sync, nodes)
+        prof.dump_stats(os.environ["SCALE_PROFILE"])
+    gc.unfreeze()
     rec.close()
     routes = sum(1 for s in res.nodes.values() if s.ok)
     return {"bench": "resync", "nodes": n, "routes": routes, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
@@ -224,12 +242,18 @@ def main() -> None:
     p.add_argument("--cloud-budget", nargs=2, type=float, metavar=("RATE", "BURST"),
                    help="the controller's mutating cloud calls per second and burst (default: the "
                         "simulation's 200/200; GCE's production default is 20 50)")
+    p.add_argument("--only", default=",".join(FIGURES),
+                   help=f"comma list of controller figures to print (of {','.join(FIGURES)}); the nodes are "
+                        "served in any case")
     a = p.parse_args()
     budget = (a.cloud_budget[0], int(a.cloud_budget[1])) if a.cloud_budget else None
+    only = tuple(f.strip() for f in a.only.split(",") if f.strip())
+    if not set(only) <= set(FIGURES):
+        p.error(f"--only takes {', '.join(FIGURES)}")
     walls: dict[int, float] = {}
     for n in a.nodes:
         if not a.skip_controller:
-            for rec in run(n, a.timeout, a.log, budget):
+            for rec in run(n, a.timeout, a.log, budget, only):
                 print(json.dumps(rec), flush=True)
         if not a.skip_simulate:
             rec = simulate(n, a.timeout)

@@ -17,7 +17,9 @@ Operations are waited on with our own GlobalOperationsClient (`insert_unary` +
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import ipaddress
 import os
 import re
@@ -41,6 +43,7 @@ from routectl.cloud.base import (
 )
 from routectl.cloud.caller import CloudCaller, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
+from routectl.cloud.sdk import compute_service, compute_types
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import CloudRoute, NodeRoutes, TableCapacity, canonical_cidr
 
@@ -60,6 +63,23 @@ QUOTAS_PERMISSION = "cloudquotas.quotas.get"
 # With no readable quota at all, a bound no network reaches: inserts are attempted, QUOTA_EXCEEDED teaches.
 UNKNOWN_LIMIT = 100_000
 QUOTA_NAME_RE = re.compile(r"Quota '([A-Z_]+)'")
+# A partial response (Google's `fields` system parameter, sent as the X-Goog-FieldMask header): only what
+# _to_cloud_route and _owned read. The client parses each answer from JSON into protobuf in pure Python,
+# field by field: that parse was half of a resync's CPU at 5,000 routes, and a route has twice as many
+# fields as these (more on the real API: routeType, routeStatus, warnings, selfLink, id...).
+ROUTE_LIST_FIELDS = ("nextPageToken,items(name,description,network,destRange,"
+                     "nextHopInstance,nextHopGateway,nextHopIp,nextHopIlb)")
+
+# client kind -> (service package of google.cloud.compute_v1, or "<package>:<service>"; client class)
+CLIENT_KINDS = {
+    "routes": ("routes", "RoutesClient"),
+    "ops": ("global_operations", "GlobalOperationsClient"),
+    "instances": ("instances", "InstancesClient"),
+    "projects": ("projects", "ProjectsClient"),
+    "networks": ("networks", "NetworksClient"),
+    "quotas": ("cloudquotas_v1:cloud_quotas", "CloudQuotasClient"),
+}
+
 
 def _pin_environment(client: Any) -> None:
     """Read the proxy/CA settings of the environment once for this client's HTTP session, instead of on
@@ -81,8 +101,10 @@ def _pin_environment(client: Any) -> None:
     session.trust_env = False
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def instance_path(url: str | None) -> str | None:
-    """`projects/p/zones/z/instances/i` from any form of an instance URL (full, relative)."""
+    """`projects/p/zones/z/instances/i` from any form of an instance URL (full, relative); memoised, as
+    every resync asks it for every listed route's next hop."""
     if not url:
         return None
     m = INSTANCE_PATH_RE.search(url)
@@ -180,42 +202,40 @@ class GCERouteDriver(UsesCloudCaller):
         self._network_id: str | None = None  # numeric id: the network_id dimension of per-network quotas
 
     # ----- plumbing -----
-    def _clients(self) -> Any:
-        """Per-thread clients (a requests session per thread keeps connection pools uncontended)."""
-        c = getattr(self._local, "clients", None)
+    def _client(self, kind: str) -> Any:
+        """This thread's client of one kind, made on first use (a requests session per thread keeps
+        connection pools uncontended; most worker threads only ever need routes and operations, and each
+        client costs ~40 KB)."""
+        clients: dict[str, Any] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        c = clients.get(kind)
         if c is None:
-            from google.cloud import compute_v1
-
-            kinds = {
-                "routes": (compute_v1.RoutesClient, "routes"),
-                "ops": (compute_v1.GlobalOperationsClient, "global_operations"),
-                "instances": (compute_v1.InstancesClient, "instances"),
-                "projects": (compute_v1.ProjectsClient, "projects"),
-                "networks": (compute_v1.NetworksClient, "networks"),
-            }
-            from google.cloud import cloudquotas_v1
-
-            c = {}
-            all_kinds: dict[str, tuple[Any, str]] = dict(kinds)
-            all_kinds["quotas"] = (cloudquotas_v1.CloudQuotasClient, "cloudquotas_v1:cloud_quotas")
-            for key, (cls, module) in all_kinds.items():
-                pkg, _, svc = module.rpartition(":")
-                path = (f"google.cloud.{pkg}.services.{svc}.transports.rest" if pkg
-                        else f"google.cloud.compute_v1.services.{module}.transports.rest")
-                if self.endpoint:
-                    from google.auth.credentials import AnonymousCredentials
-
-                    u = urlparse(self.endpoint)
-                    mod = __import__(path, fromlist=["x"])
-                    transport_cls = next(getattr(mod, n) for n in dir(mod)
-                                         if n.endswith("RestTransport") and not n.startswith("_"))
-                    c[key] = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
-                                                         credentials=AnonymousCredentials()))
-                else:
-                    c[key] = cls(credentials=self._credentials)
-                _pin_environment(c[key])
-            self._local.clients = c
+            c = clients[kind] = self._new_client(kind)
         return c
+
+    def _new_client(self, kind: str) -> Any:
+        """A client of `kind` on the REST transport (anonymous against a fake endpoint)."""
+        module, cls_name = CLIENT_KINDS[kind]
+        pkg, _, svc = module.rpartition(":")
+        if pkg:
+            service = importlib.import_module(f"google.cloud.{pkg}.services.{svc}")
+        else:
+            service = compute_service(module)
+        cls = getattr(service, cls_name)
+        if self.endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            u = urlparse(self.endpoint)
+            mod = importlib.import_module(f"{service.__name__}.transports.rest")
+            transport_cls = next(getattr(mod, n) for n in dir(mod)
+                                 if n.endswith("RestTransport") and not n.startswith("_"))
+            client = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
+                                                 credentials=AnonymousCredentials()))
+        else:
+            client = cls(credentials=self._credentials)
+        _pin_environment(client)
+        return client
 
     @property
     def network_path(self) -> str:
@@ -242,31 +262,33 @@ class GCERouteDriver(UsesCloudCaller):
             base = f"{self.prefix}-{hashlib.sha256(uid.encode()).hexdigest()[:room]}"
         return base + suffix
 
-    def _owned(self, r: Any) -> bool:
-        """Whether raw Route message `r` is one of ours (name prefix, description, our network)."""
-        net = r.network or ""
+    def _owned(self, name: str, description: str, network: str) -> bool:
+        """Whether a route with these fields is one of ours (name prefix, description, our network)."""
+        path = self.network_path
         return (
-            r.name.startswith(self.prefix + "-")
-            and r.description == self.description
-            and (net.rstrip("/").endswith("/" + self.network_path) or net == self.network_path)
+            name.startswith(self.prefix + "-")
+            and description == self.description
+            and (network.rstrip("/").endswith("/" + path) or network == path)
         )
 
     def _to_cloud_route(self, r: Any) -> CloudRoute:
-        """A raw protobuf Route (`compute_v1.Route.pb(x)`) as a CloudRoute."""
-        target = instance_path(r.next_hop_instance) if r.next_hop_instance else (
+        """A raw protobuf Route (`compute.Route.pb(x)`) as a CloudRoute (each field read once: every read
+        of a protobuf field builds a new str, and a resync reads every route of the network)."""
+        name, hop = r.name, r.next_hop_instance
+        target = instance_path(hop) if hop else (
             r.next_hop_gateway or r.next_hop_ip or r.next_hop_ilb or None)
         return CloudRoute(table=self.network, destination=canonical_cidr(r.dest_range), target=target,
-                          name=r.name, state="active", owned=self._owned(r))
+                          name=name, state="active", owned=self._owned(name, r.description, r.network))
 
     def _wait(self, operation: Any, what: str) -> None:
-        from google.cloud import compute_v1
+        compute = compute_types()
 
         op = operation
         deadline = time.monotonic() + self.op_timeout
-        while op.status != compute_v1.Operation.Status.DONE:
+        while op.status != compute.Operation.Status.DONE:
             if time.monotonic() > deadline:
                 raise CloudError(f"{what}: operation {op.name} not DONE after {self.op_timeout}s")
-            op = self._call("globalOperations.wait", lambda name=op.name: self._clients()["ops"].wait(
+            op = self._call("globalOperations.wait", lambda name=op.name: self._client("ops").wait(
                 project=self.project, operation=name, retry=None, timeout=self.op_timeout))
         if op.error and op.error.errors:
             codes = [e.code for e in op.error.errors]
@@ -288,22 +310,23 @@ class GCERouteDriver(UsesCloudCaller):
 
     def list_routes(self) -> list[CloudRoute]:
         """All routes of our network (paginated, filtered by network server-side)."""
-        from google.cloud import compute_v1
+        compute = compute_types()
 
         out: list[CloudRoute] = []
         token = ""
         flt = f'network eq ".*/{self.network_path}"'
         while True:
-            req = compute_v1.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
+            req = compute.ListRoutesRequest(project=self.project, max_results=PAGE_SIZE, filter=flt,
                                                page_token=token)
             try:
-                page = self._call("routes.list", lambda req=req: self._clients()["routes"].list(
-                    request=req, retry=None, timeout=self.call_timeout))
+                page = self._call("routes.list", lambda req=req: self._client("routes").list(
+                    request=req, retry=None, timeout=self.call_timeout,
+                    metadata=[("x-goog-fieldmask", ROUTE_LIST_FIELDS)]))
             except gexc.GoogleAPICallError as e:
                 raise CloudError(f"listing routes of {self.network_path}: {e.message}") from e
             # the raw protobuf messages: proto-plus attribute access cost more than the HTTP calls
             response = next(iter(page.pages))  # the page already fetched (the pager fetches no more here)
-            out += [self._to_cloud_route(r) for r in compute_v1.RouteList.pb(response).items]
+            out += [self._to_cloud_route(r) for r in compute.RouteList.pb(response).items]
             token = page.next_page_token
             if not token:
                 return out
@@ -316,7 +339,7 @@ class GCERouteDriver(UsesCloudCaller):
         """
         project, zone, name = parse_provider_id(node.provider_id)
         try:
-            inst = self._call("instances.get", lambda: self._clients()["instances"].get(
+            inst = self._call("instances.get", lambda: self._client("instances").get(
                 project=project, zone=zone, instance=name, retry=None, timeout=self.call_timeout))
         except gexc.NotFound as e:
             raise NodeProblem(REASON_INSTANCE_NOT_FOUND, f"instance {name} in {project}/{zone} not found "
@@ -339,14 +362,14 @@ class GCERouteDriver(UsesCloudCaller):
 
     def _list_zone(self, project: str, zone: str) -> dict[str, bool]:
         """Every instance of a zone: name -> canIpForward (all a route needs; not the whole message)."""
-        from google.cloud import compute_v1
+        compute = compute_types()
 
         found: dict[str, bool] = {}
         token = ""
         while True:
-            req = compute_v1.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
+            req = compute.ListInstancesRequest(project=project, zone=zone, max_results=PAGE_SIZE,
                                                   page_token=token)
-            page = self._call("instances.list", lambda req=req: self._clients()["instances"].list(
+            page = self._call("instances.list", lambda req=req: self._client("instances").list(
                 request=req, retry=None, timeout=self.call_timeout))
             found.update({i.name: bool(i.can_ip_forward) for i in page.items})
             token = page.next_page_token
@@ -422,13 +445,13 @@ class GCERouteDriver(UsesCloudCaller):
         return out
 
     def _insert(self, name: str, destination: str, target: str) -> None:
-        from google.cloud import compute_v1
+        compute = compute_types()
 
-        route = compute_v1.Route(
+        route = compute.Route(
             name=name, network=self.network_path, dest_range=destination, next_hop_instance=target,
             priority=self.priority, description=self.description, tags=self.tags,
         )
-        op = self._call("routes.insert", lambda: self._clients()["routes"].insert_unary(
+        op = self._call("routes.insert", lambda: self._client("routes").insert_unary(
             project=self.project, route_resource=route, retry=None, timeout=self.call_timeout), mutating=True)
         self._wait(op, f"inserting route {name}")
 
@@ -460,15 +483,15 @@ class GCERouteDriver(UsesCloudCaller):
 
     def _get(self, name: str) -> CloudRoute | None:
         try:
-            r = self._call("routes.get", lambda: self._clients()["routes"].get(
+            r = self._call("routes.get", lambda: self._client("routes").get(
                 project=self.project, route=name, retry=None, timeout=self.call_timeout))
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"getting route {name}: {e.message}") from e
-        from google.cloud import compute_v1
+        compute = compute_types()
 
-        return self._to_cloud_route(compute_v1.Route.pb(r))
+        return self._to_cloud_route(compute.Route.pb(r))
 
     def replace(self, route: CloudRoute, target: str, node: NodeRoutes, *,
                 destination: str | None = None) -> CloudRoute:
@@ -496,7 +519,7 @@ class GCERouteDriver(UsesCloudCaller):
             raise CloudError(f"refusing to delete route {route.name or route.destination}: "
                              "not owned by routectl")
         try:
-            op = self._call("routes.delete", lambda: self._clients()["routes"].delete_unary(
+            op = self._call("routes.delete", lambda: self._client("routes").delete_unary(
                 project=self.project, route=route.name, retry=None, timeout=self.call_timeout), mutating=True)
         except gexc.NotFound:
             return
@@ -514,7 +537,7 @@ class GCERouteDriver(UsesCloudCaller):
             return self._static_quota[1], self._static_quota[2]
         parent = f"projects/{self.project}/locations/global/services/{QUOTAS_SERVICE}"
         net_id = self._network_numeric_id()
-        client = self._clients()["quotas"]
+        client = self._client("quotas")
         info: Any = None
         note = ""
         try:
@@ -555,7 +578,7 @@ class GCERouteDriver(UsesCloudCaller):
         """Our network's numeric id (per-network quota values are keyed by it); None when unreadable."""
         if self._network_id is None:
             try:
-                net = self._call("networks.get", lambda: self._clients()["networks"].get(
+                net = self._call("networks.get", lambda: self._client("networks").get(
                     project=self.project, network=self.network, retry=None, timeout=self.call_timeout))
             except gexc.GoogleAPICallError:
                 return None
@@ -579,7 +602,7 @@ class GCERouteDriver(UsesCloudCaller):
         the network, ours or not, both families) and the project's ROUTES where still reported; the one
         with the least room binds. A limit learned from QUOTA_EXCEEDED counts as known too."""
         try:
-            proj = self._call("projects.get", lambda: self._clients()["projects"].get(
+            proj = self._call("projects.get", lambda: self._client("projects").get(
                 project=self.project, retry=None, timeout=self.call_timeout))
         except gexc.GoogleAPICallError as e:
             raise CloudError(f"reading quotas of project {self.project}: {e.message}") from e

@@ -137,7 +137,9 @@ class RouteReconciler:
         self._view: list[CloudRoute] | None = None
         self._caps: list[TableCapacity] | None = None
         self._targets: dict[str, tuple[tuple[str | None, str], str, float]] = {}
-        self._node_keys: dict[str, tuple[set[Key], str | None]] = {}
+        # node -> (its route keys, its next hop) as last planned; a tuple per node (kept for the node's
+        # life: a set costs four times as much for the one or two keys a node has)
+        self._node_keys: dict[str, tuple[tuple[Key, ...], str | None]] = {}
         self._view_dirty = False
         self._pool: ThreadPoolExecutor | None = None
         self._fence: Callable[[], bool] = lambda: False
@@ -186,7 +188,7 @@ class RouteReconciler:
                 with self._lock:
                     routes, caps = self._merge_listed(routes, caps)
                     self._view, self._caps = list(routes), list(caps)
-                    plan = self._plan(nodes, routes, caps, scoped=False)
+                    plan = self._plan(nodes, routes, caps, scoped=False, route_statuses=False)
                 return self._apply(plan, nodes, before, chunked=True)
             finally:
                 with self._lock:
@@ -230,7 +232,7 @@ class RouteReconciler:
             if self._view is None or self._caps is None:
                 self._refresh()
             assert self._view is not None and self._caps is not None
-            plan = self._plan(nodes, list(self._view), list(self._caps), scoped=True)
+            plan = self._plan(nodes, list(self._view), list(self._caps), scoped=True, route_statuses=False)
             result = self._apply(plan, nodes, before)
             self._touch(set(plan.desired) | {(a.table, a.destination) for a in plan.actions}, result.actions)
             return result
@@ -251,8 +253,8 @@ class RouteReconciler:
             if self._view is None or self._caps is None:
                 self._refresh()
             assert self._view is not None
-            keys, target = self._node_keys.get(node_name, (set(), None))
-            keys = set(keys)
+            known, target = self._node_keys.get(node_name, ((), None))
+            keys = set(known)
             for c in pod_cidrs:
                 keys |= {(t, canonical_cidr(c)) for t in self.driver.list_tables()}
             names = self._route_names(node_name, pod_cidrs, uid, provider_id) if target is None else set()
@@ -377,12 +379,14 @@ class RouteReconciler:
         return out
 
     def _plan(self, nodes: Sequence[NodeRoutes], routes: list[CloudRoute], caps: list[TableCapacity], *,
-              scoped: bool, check_only: bool = False) -> RoutePlan:
+              scoped: bool, check_only: bool = False, route_statuses: bool = True) -> RoutePlan:
+        """Diff and limit fit. `route_statuses=False`: the plan's statuses hold only per-node problems (the
+        caller's _apply() derives every other node's status from what was done)."""
         tables = self.driver.list_tables()
         statuses: dict[str, NodeRouteStatus] = {}
         # a desired destination that is a blackhole: the node's instance may have changed; re-resolve it
         blackholes = {r.destination for r in routes if r.owned and r.state != "active"}
-        for n in nodes:
+        for n in nodes if blackholes else ():
             if any(canonical_cidr(c) in blackholes for c in n.pod_cidrs if _valid(c)):
                 self._targets.pop(n.name, None)
         candidates: list[NodeRoutes] = []
@@ -398,14 +402,15 @@ class RouteReconciler:
                     f"pod CIDR(s) {', '.join(bad)} not inside the cluster CIDRs "
                     f"{', '.join(self.cluster_cidrs)}")
                 continue
-            dup = [c for c in n.pod_cidrs if claimed.get(canonical_cidr(c), n.name) != n.name]
+            canon = [canonical_cidr(c) for c in n.pod_cidrs]
+            dup = [c for c, k in zip(n.pod_cidrs, canon, strict=True) if claimed.get(k, n.name) != n.name]
             if dup:
                 statuses[n.name] = NodeRouteStatus(
                     False, REASON_DUPLICATE_CIDR,
                     f"pod CIDR(s) {', '.join(dup)} also claimed by node {claimed[canonical_cidr(dup[0])]}")
                 continue
-            for c in n.pod_cidrs:
-                claimed[canonical_cidr(c)] = n.name
+            for k in canon:
+                claimed[k] = n.name
             candidates.append(n)
         resolved = self._resolve(candidates, check_only)
         desired: dict[Key, tuple[str, str]] = {}
@@ -421,13 +426,14 @@ class RouteReconciler:
                     desired[key] = (n.name, res)
                     node_keys[n.name].add(key)
             if not check_only:
-                self._node_keys[n.name] = (node_keys[n.name], res)
+                self._node_keys[n.name] = (tuple(node_keys[n.name]), res)
         # Nodes that still exist but could not be resolved (transient cloud error, instance missing,
         # prerequisite) keep whatever routes they have: only nodes that are gone lose routes (as in the
         # cloud-provider route controller); their status says why nothing was changed.
         protected = {(t, canonical_cidr(c)) for n in nodes if n.name not in node_keys
                      for c in n.pod_cidrs if _valid(c) for t in tables}
-        actual = [r for r in routes if route_key(r) not in protected or route_key(r) in desired]
+        actual = [r for r in routes if route_key(r) not in protected or route_key(r) in desired] \
+            if protected else list(routes)
         if scoped:
             actual = [r for r in actual if route_key(r) in desired]
         actions = diff_routes(desired, actual, self.cluster_cidrs)
@@ -437,7 +443,7 @@ class RouteReconciler:
         keeps = [a for a in actions if a.kind == "keep"]
         todo = deletes + [a for a in actions if a.kind == "replace"] + fit.fits
         keeps_of, refused_of = _by_node(keeps), _by_node(fit.refused)
-        for n in candidates:
+        for n in candidates if route_statuses else ():
             if n.name in statuses:
                 continue
             statuses[n.name] = self._node_status(n.name, node_keys[n.name], keeps_of.get(n.name, []), [],

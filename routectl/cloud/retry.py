@@ -7,6 +7,7 @@ retried: retrying cannot fix them and only burns API quota. A server's Retry-Aft
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,43 +31,43 @@ def _google_reasons(exc: BaseException) -> set[str]:
 
 
 def classify(exc: BaseException) -> str | None:
-    """'throttled', 'server', 'timeout' for retryable errors, None for everything else."""
-    try:
-        from botocore.exceptions import ClientError, ReadTimeoutError
-        from botocore.exceptions import ConnectionError as BotoConnError
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        ClientError = BotoConnError = ReadTimeoutError = ()  # type: ignore[assignment,misc]
-    from google.api_core import exceptions as gexc
+    """'throttled', 'server', 'timeout' for retryable errors, None for everything else.
 
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in THROTTLE_CODES or status == 429:
-            return "throttled"
-        if code == "NotImplemented" or status == 501:
-            return None  # permanent: the operation does not exist there
-        if code in SERVER_CODES or (status and status >= 500):
-            return "server"
-        return None
-    if isinstance(exc, ReadTimeoutError | BotoConnError):
-        return "timeout"
-    if isinstance(exc, gexc.TooManyRequests):
-        return "throttled"
-    if isinstance(exc, gexc.Forbidden) and _google_reasons(exc) & THROTTLE_CODES:
-        return "throttled"
-    if isinstance(exc, gexc.MethodNotImplemented):
-        return None  # 501 is permanent, unlike the other 5xx
-    if isinstance(exc, gexc.ServerError):
-        return "server"
-    if isinstance(exc, gexc.DeadlineExceeded | TimeoutError | ConnectionError):
-        return "timeout"
-    try:
-        import requests
-
-        if isinstance(exc, requests.Timeout | requests.ConnectionError):
+    Each SDK's exception classes are looked up only when that SDK is already imported (an error of a
+    library not imported cannot be raised): classifying must never import boto3 into a GCE controller
+    nor google-api-core (28 MB with grpc) into an AWS one.
+    """
+    boto = sys.modules.get("botocore.exceptions")
+    if boto is not None:
+        if isinstance(exc, boto.ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in THROTTLE_CODES or status == 429:
+                return "throttled"
+            if code == "NotImplemented" or status == 501:
+                return None  # permanent: the operation does not exist there
+            if code in SERVER_CODES or (status and status >= 500):
+                return "server"
+            return None
+        if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionError):
             return "timeout"
-    except ImportError:  # pragma: no cover
-        pass
+    gexc = sys.modules.get("google.api_core.exceptions")
+    if gexc is not None:
+        if isinstance(exc, gexc.TooManyRequests):
+            return "throttled"
+        if isinstance(exc, gexc.Forbidden) and _google_reasons(exc) & THROTTLE_CODES:
+            return "throttled"
+        if isinstance(exc, gexc.MethodNotImplemented):
+            return None  # 501 is permanent, unlike the other 5xx
+        if isinstance(exc, gexc.ServerError):
+            return "server"
+        if isinstance(exc, gexc.DeadlineExceeded):
+            return "timeout"
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return "timeout"
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.Timeout | requests.ConnectionError):
+        return "timeout"
     return None
 
 

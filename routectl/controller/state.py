@@ -5,6 +5,7 @@ unit-testable on plain dicts.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,15 @@ from routectl.constants import (
 from routectl.routes.fallback import overflow_message, switch_already_on
 from routectl.routes.model import node_pod_cidrs
 
+# The keys of the NetworkUnavailable condition a view keeps (what condition_is_current compares): the
+# timestamps change on every kubelet heartbeat and are never read.
+_CONDITION_KEYS = ("type", "status", "reason", "message")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class NodeView:
-    """The parts of a Node the controller acts on, read from its body."""
+    """The parts of a Node the controller acts on, read from its body (one per Node, kept for the life of
+    the Node: compact, sharing label texts between nodes, holding nothing else of the body)."""
 
     name: str
     uid: str
@@ -49,12 +55,13 @@ class NodeView:
         cond = None
         for c in (body.get("status") or {}).get("conditions") or []:
             if c.get("type") == CONDITION_NETWORK_UNAVAILABLE:
-                cond = dict(c)
+                cond = {k: _shared(c[k]) for k in _CONDITION_KEYS if k in c}  # the same few texts
         return cls(
             name=meta.get("name", ""),
             uid=meta.get("uid", ""),
             provider_id=spec.get("providerID") or None,
-            labels=dict(meta.get("labels") or {}),
+            # label keys and most values are the same on every node: one copy of each text for all
+            labels={_shared(k): _shared(v) for k, v in (meta.get("labels") or {}).items()},
             pod_cidrs=cidrs,
             resource_version=str(meta.get("resourceVersion", "")),
             deleting=bool(meta.get("deletionTimestamp")),
@@ -62,6 +69,11 @@ class NodeView:
             transport=(meta.get("annotations") or {}).get(TRANSPORT_ANNOTATION),
             created=str(meta.get("creationTimestamp") or ""),
         )
+
+
+def _shared(text: Any) -> Any:
+    """`sys.intern` for str (a label text), anything else unchanged."""
+    return sys.intern(text) if type(text) is str else text
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,10 @@ with provider-specific evidence), and deletions are confined to the cluster CIDR
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
-from routectl.routes.model import CloudRoute, RouteAction, canonical_cidr, inside_any, parse_pools
+from routectl.routes.model import CloudRoute, RouteAction, canonical_cidr, cidr_order, inside_any, parse_pools
 
 Key = tuple[str, str]  # (table, canonical destination)
 
@@ -68,6 +67,5 @@ def diff_routes(
         + sorted(keeps, key=_order)
 
 
-def _order(a: RouteAction) -> tuple[str, int, int, int]:
-    net = ipaddress.ip_network(a.destination, strict=False)
-    return (a.table, net.version, int(net.network_address), net.prefixlen)
+def _order(a: RouteAction) -> tuple[str, tuple[int, int, int]]:
+    return (a.table, cidr_order(a.destination))

@@ -14,7 +14,7 @@ from typing import Any, Literal
 ActionKind = Literal["create", "replace", "delete", "keep"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeRoutes:
     """A node as the route layer sees it: identity, where its traffic goes, which blocks it owns."""
 
@@ -27,7 +27,7 @@ class NodeRoutes:
     created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CloudRoute:
     """One route as listed from a cloud table; `owned` says whether routectl may ever touch it."""
 
@@ -40,7 +40,7 @@ class CloudRoute:
     node: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteAction:
     """One step of a plan: create, replace (next hop differs or blackhole), delete (stale) or keep."""
 
@@ -181,8 +181,18 @@ def node_pod_cidrs(body: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def cidr_order(cidr: str) -> tuple[int, int, int]:
+    """(IP version, network address, prefix length): the address order of CIDRs (memoised: the diff sorts
+    every route by it each resync)."""
+    net = _network(cidr)
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def inside_any(cidr: str, pools: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    """True when `cidr` lies inside (or equals) one of `pools` of the same IP family."""
+    """True when `cidr` lies inside (or equals) one of `pools` of the same IP family (memoised: every
+    resync asks it for every node's block and every listed route)."""
     try:
         net = _network(cidr)
     except ValueError:

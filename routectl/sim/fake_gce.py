@@ -13,6 +13,9 @@ It also serves the Cloud Quotas API path the google-cloud-quotas client uses
 (GET /v1/projects/{p}/locations/global/services/compute.googleapis.com/quotaInfos[/{id}]): the
 STATIC_ROUTES_PER_NETWORK QuotaInfo, or 403 when `quotas_api_denied`.
 
+Partial responses are honoured as Google APIs do (routectl.sim.fieldmask): a `fields` query parameter or
+an `X-Goog-FieldMask` header trims every successful answer; `field_masks` logs (path, mask) of each.
+
 Run standalone: `python -m routectl.sim.fake_gce --port 8089 --instance us-central1-a/node-1`.
 Admin paths for other processes: POST /_fake/instances {"zone","name","canIpForward","tags"},
 GET /_fake/routes, GET /_fake/calls, POST /_fake/reset (forget the call log).
@@ -37,6 +40,7 @@ from urllib.parse import parse_qs, urlparse
 
 from routectl.cloud.ratelimit import TokenBucket
 from routectl.sim.faults import ERROR_AFTER_APPLY, THROTTLE, FaultPlan, InjectsFaults
+from routectl.sim.fieldmask import FieldMaskError, apply_field_mask, parse_field_mask
 from routectl.sim.serving import ServedFake
 
 BASE = "https://compute.fake/compute/v1"
@@ -113,6 +117,7 @@ class FakeGCE(ServedFake, InjectsFaults):
         self._op_done_at: dict[str, float] = {}
         self.call_log: list[tuple[str, str]] = []
         self.permission_log: list[str] = []
+        self.field_masks: list[tuple[str, str]] = []  # (path, mask) of requests asking for partial answers
         self.throttled = 0
         self.injected_errors = 0
 
@@ -190,6 +195,7 @@ class FakeGCE(ServedFake, InjectsFaults):
         with self._lock:
             self.call_log.clear()
             self.permission_log.clear()
+            self.field_masks.clear()
             self.throttled = 0
             self.injected_errors = 0
 
@@ -455,7 +461,8 @@ class FakeGCE(ServedFake, InjectsFaults):
             raise _HTTPError(400, "invalid", f"Invalid value for pageToken: '{token}'") from None
         flt = query.get("filter", [""])[0]
         if flt:
-            items = [r for r in items if _match_filter(flt, r)]
+            clauses = _filter_clauses(flt)
+            items = [r for r in items if _match_filter(clauses, r)]
         page = items[start:start + max_results]
         out: dict[str, Any] = {"kind": kind, "items": page, "selfLink": link}
         if start + max_results < len(items):
@@ -463,15 +470,21 @@ class FakeGCE(ServedFake, InjectsFaults):
         return out
 
 
-def _match_filter(flt: str, item: dict[str, Any]) -> bool:
-    """GCE list filter subset: `f eq "regex"`, `f ne "regex"`, `f = "v"`, `f != "v"`, ANDed."""
+def _filter_clauses(flt: str) -> list[tuple[str, str, str, re.Pattern[str] | None]]:
+    """GCE list filter subset: `f eq "regex"`, `f ne "regex"`, `f = "v"`, `f != "v"`, ANDed (parsed once
+    per request, not per item: a page of a 5,000-route list scanned them all)."""
     clauses = FILTER_RE.findall(flt)
     if not clauses:
         raise _HTTPError(400, "invalid", f"Invalid list filter expression '{flt}'")
-    for field, op, value in clauses:
+    return [(f, op, v, re.compile(v) if op in ("eq", "ne") else None) for f, op, v in clauses]
+
+
+def _match_filter(clauses: list[tuple[str, str, str, re.Pattern[str] | None]], item: dict[str, Any]) -> bool:
+    """Whether `item` passes every clause."""
+    for field, op, value, pattern in clauses:
         actual = str(item.get(field, ""))
-        if op in ("eq", "ne"):
-            ok = re.fullmatch(value, actual) is not None
+        if pattern is not None:
+            ok = pattern.fullmatch(actual) is not None
             ok = ok if op == "eq" else not ok
         else:
             ok = actual == value if op == "=" else actual != value
@@ -516,8 +529,18 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path.startswith("/_fake/"):
                 self._send(200, self._admin(method, url.path, body))
                 return
-            status, out = self.gce.handle(method, url.path, parse_qs(url.query), body)
-            self._send(status, out)
+            query = parse_qs(url.query)
+            mask = (query.pop("fields", None) or query.pop("$fields", None) or [None])[0] \
+                or self.headers.get("X-Goog-FieldMask")
+            try:
+                selection = parse_field_mask(mask) if mask else None
+            except FieldMaskError as e:
+                raise _HTTPError(400, "invalid", f"Invalid field selection: {e}") from None
+            if mask:
+                with self.gce._lock:
+                    self.gce.field_masks.append((url.path, mask))
+            status, out = self.gce.handle(method, url.path, query, body)
+            self._send(status, apply_field_mask(out, selection))
         except _HTTPError as e:
             self._send(e.code, {"error": {"code": e.code, "message": e.message, "errors": [
                 {"reason": e.reason, "message": e.message, "domain": "global"}]}}, e.headers)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from routectl.cloud.gce import ROUTE_LIST_FIELDS
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import NodeRoutes
 from routectl.sim.fake_gce import FakeGCE
@@ -71,6 +76,42 @@ def test_pagination_and_steady_state_list_is_pages_only(gce: GCEHarness) -> None
     assert gce.list_calls() == 2  # 520 routes, 500 per page
     assert gce.fake.calls("compute.instances.get") == 0  # next hops cached
     assert res.routes_programmed == 520
+
+
+def _get_routes(fake: FakeGCE, query: str = "", headers: dict[str, str] | None = None) -> dict[str, Any]:
+    url = f"{fake.endpoint}/compute/v1/projects/sim-project/global/routes{query}"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+        return dict(json.load(r))
+
+
+def test_route_lists_ask_for_the_fields_the_driver_reads_and_the_fake_sends_only_those(
+        gce: GCEHarness) -> None:
+    node = gce.add_node("node-1", ("10.244.1.0/24",))
+    foreign = gce.add_foreign_routes()
+    rec = gce.reconciler()
+    rec.sync([node])
+    gce.reset_log()
+    listed = gce.driver().list_routes()
+    assert gce.fake.field_masks == [("/compute/v1/projects/sim-project/global/routes", ROUTE_LIST_FIELDS)]
+    # what the driver made of the partial answer: ours is owned with its next hop, the others are not ours
+    ours = [r for r in listed if r.owned]
+    assert [(r.destination, r.target) for r in ours] == [("10.244.1.0/24", gce.target_of(node))]
+    others = {r.name: r.target for r in listed if not r.owned}
+    assert set(others) == foreign - {"rc-c1-99999999-2222-3333-4444-555555555555"}  # (another network)
+    assert others["default-internet"] == "global/gateways/default"
+    assert others["vpn-10-244-200"] == "projects/sim-project/zones/us-central1-a/instances/vpn-box"
+    # the fake trims its answer as GCE does, for the header and for the `fields` query parameter
+    full = _get_routes(gce.fake)["items"]
+    assert {"selfLink", "priority", "kind", "id"} <= set(full[0])
+    for answer in (_get_routes(gce.fake, headers={"X-Goog-FieldMask": ROUTE_LIST_FIELDS}),
+                   _get_routes(gce.fake, "?fields=" + urllib.request.quote(ROUTE_LIST_FIELDS))):
+        assert set(answer) == {"items"}  # one page: no nextPageToken to send
+        assert [set(i) for i in answer["items"]] == [
+            set(i) & {"name", "description", "network", "destRange", "nextHopInstance", "nextHopGateway",
+                      "nextHopIp", "nextHopIlb"} for i in full]
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        _get_routes(gce.fake, headers={"X-Goog-FieldMask": "items(name"})
+    assert bad.value.code == 400
 
 
 def test_quota_error_in_operation_is_route_limit() -> None:
