@@ -58,3 +58,30 @@ def test_objects_are_handled_concurrently_and_a_failure_does_not_stop_the_next_v
 
     done, failures = asyncio.run(go())
     assert done == ["fast", "good", "slow"] and failures == 1
+
+
+def test_at_most_limit_objects_are_handled_at_once_and_the_rest_wait_their_turn_in_order() -> None:
+    async def go() -> tuple[list[str], int]:
+        running: set[str] = set()
+        most = 0
+        done: list[str] = []
+
+        async def handle(_t: str, item: str) -> None:
+            nonlocal most
+            running.add(item)
+            most = max(most, len(running))
+            await asyncio.sleep(0.01)
+            running.discard(item)
+            done.append(item)
+
+        d: Dispatcher[str] = Dispatcher(handle, limit=2)
+        for i in range(6):
+            d.submit("ADDED", f"n{i}", f"n{i}.v1")
+        d.submit("MODIFIED", "n5", "n5.v2")  # queued while n5 waits for its turn: coalesced
+        await d.idle()
+        return done, most
+
+    done, most = asyncio.run(go())
+    assert most == 2
+    assert sorted(done) == ["n0.v1", "n1.v1", "n2.v1", "n3.v1", "n4.v1", "n5.v2"]
+    assert done.index("n2.v1") < done.index("n4.v1")  # turns in arrival order
