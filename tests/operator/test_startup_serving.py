@@ -27,13 +27,15 @@ def test_blocks_go_out_before_the_first_route_sync_but_routes_and_conditions_wai
         sim.kube.patch("v1", "Node", name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
     new = sim.add_nodes(6)
     gate = threading.Event()
-    listed = sim.gce._list
+    permission = sim.gce._permission
 
-    def held_list(query: Any) -> Any:  # the cloud's route list answers only when the test says so
-        gate.wait(60)
-        return listed(query)
+    def held_list(method: str, rest: list[str]) -> tuple[str, bool]:
+        perm, mutating = permission(method, rest)
+        if perm == "compute.routes.list":  # the cloud's route list answers only when the test says so
+            gate.wait(60)  # (here, before the fake takes its lock: the test reads the fake meanwhile)
+        return perm, mutating
 
-    sim.gce._list = held_list
+    sim.gce._permission = held_list  # type: ignore[method-assign]
     try:
         sim.start_controller()
         wait_for(lambda: all(n["spec"].get("podCIDR") for n in sim.nodes()), 30)
