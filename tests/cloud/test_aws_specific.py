@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from routectl.cloud.reconcile import RouteReconciler
 from routectl.routes.model import NodeRoutes
 from tests.cloud.harness import CLUSTER_CIDRS, AWSHarness
-
-
-@pytest.fixture
-def aws() -> Iterator[AWSHarness]:
-    h = AWSHarness()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_blackhole_routes_are_cleaned_or_repaired(aws: AWSHarness) -> None:

@@ -19,15 +19,6 @@ from routectl.sim.fake_gce import FakeGCE
 from tests.cloud.harness import GCEHarness
 
 
-@pytest.fixture
-def gce() -> Iterator[GCEHarness]:
-    h = GCEHarness()
-    try:
-        yield h
-    finally:
-        h.close()
-
-
 @contextlib.contextmanager
 def _denied(gce: GCEHarness, permission: str, resource: str | None = None) -> Iterator[None]:
     """The fake GCE answers 403 to every call needing `permission` (on `resource` only, when given)."""

@@ -11,10 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from routectl.sim.aws import CREDENTIALS
 from tests.cloud.harness import CLUSTER, CLUSTER_CIDRS, AWSHarness, GCEHarness
@@ -49,24 +46,6 @@ def _run(provider: str, settings: dict[str, Any], env: dict[str, str] | None = N
 
 def _under(modules: list[str], *packages: str) -> list[str]:
     return [m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)]
-
-
-@pytest.fixture
-def gce() -> Iterator[GCEHarness]:
-    h = GCEHarness()
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture
-def aws() -> Iterator[AWSHarness]:
-    h = AWSHarness()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_a_gce_controller_imports_neither_boto3_nor_all_of_google_cloud_compute(gce: GCEHarness) -> None:
