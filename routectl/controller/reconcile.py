@@ -85,7 +85,6 @@ class Controller:
         self._room_pending = False  # routes were freed while nodes wait for room: resync soon
         self._room_task: asyncio.Task[None] | None = None
         self.handled = 0  # node events handled (tests and the simulator wait on it)
-        self.dispatchers: tuple[Dispatcher[NodeView], Dispatcher[PoolView]] | None = None
         self.on_serving: Callable[[], None] | None = None  # called once the first blocks are being handed out
         self.health_port: int | None = None
         self.loop_crashes = 0  # background loop failures (each restarted, with the error logged)
@@ -197,13 +196,11 @@ class Controller:
         await self.ensure_ready(nodes, pools)
         node_events: Dispatcher[NodeView] = Dispatcher(self._node_view_event, "node")
         pool_events: Dispatcher[PoolView] = Dispatcher(lambda _t, _v: self.pool_changed(nodes, pools), "pool")
-        self.dispatchers = (node_events, pool_events)
         watches = [asyncio.create_task(nodes.run(lambda t, v: node_events.submit(t, v.name, v)),
                                        name="routectl-watch-nodes"),
                    asyncio.create_task(pools.run(lambda t, v: pool_events.submit(t, v.name, v)),
                                        name="routectl-watch-pools")]
         try:
-            await self._serve_waiting()
             await asyncio.gather(*watches)
         finally:
             for t in watches:

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 STALE_PREFIX = "route:"
 
 
+def _waits_for_room(state: NetworkState) -> bool:
+    """Whether a node's route state waits for route-table room (refused for the limit, or on the overlay)."""
+    refused = not state.ok and state.message.startswith(REASON_ROUTE_LIMIT)
+    return refused or state.reason == REASON_ROUTE_OVERLAY
+
+
 class Reporter:
     """Conditions, pool status, Events and metrics for one controller."""
 
@@ -59,6 +65,7 @@ class Reporter:
         self.book = book
         self.views = views
         self.route_status: dict[str, NetworkState] = {}
+        self._room_waiters: set[str] = set()  # nodes whose last route state waits for table room
         self.pool_problems: dict[str, list[str]] = {}
         self.waiting: dict[str, dict[str, str]] = {}  # pool -> {node waiting for a block: why}
         self.tables: list[TableCapacity] = []
@@ -77,6 +84,7 @@ class Reporter:
         """A node is gone: drop what we remember about it."""
         self.not_waiting(node)
         self.route_status.pop(node, None)
+        self._room_waiters.discard(node)
         self._written.pop(node, None)
         self._on_overlay.pop(node, None)
 
@@ -93,8 +101,7 @@ class Reporter:
 
     def waits_for_room(self) -> bool:
         """True when a node's routes were refused for the route limit (freed room should be used soon)."""
-        return any((not s.ok and s.message.startswith(REASON_ROUTE_LIMIT)) or s.reason == REASON_ROUTE_OVERLAY
-                   for s in self.route_status.values())
+        return bool(self._room_waiters)  # kept per write: a scan per release was O(N^2) in a mass deletion
 
     # ------------------------------------------------------------------------------------ events
     async def event_node(self, view: NodeView, etype: str, reason: str, message: str) -> None:
@@ -143,6 +150,10 @@ class Reporter:
             state = route_state(decision.status.ok, decision.status.reason, decision.status.message)
         previous = self.route_status.get(view.name)
         self.route_status[view.name] = state
+        if _waits_for_room(state):
+            self._room_waiters.add(view.name)
+        else:
+            self._room_waiters.discard(view.name)
         if not state.ok and previous != state:
             await self.event_node(view, "Warning", EVENT_FAILED_TO_CREATE_ROUTE, state.message)
         await self.set_condition(view, state)
