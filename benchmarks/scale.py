@@ -7,9 +7,9 @@ the fake GCE server (this process), N nodes. Prints one JSON line per figure and
   >= 50 % of the renew deadline after the previous one (goal 0) and whether the Lease was lost;
 - startup: a new controller process with N existing nodes: process start to /readyz (leader, every node
   occupied, routes listed; goal <= 20 s at 5,000);
-- resync: one steady-state RouteReconciler.sync at N routes in this process: CPU seconds (goal <= 0.3; the
-  process's CPU includes the fake GCE server's threads, sync_thread_cpu_s is the syncing thread alone),
-  mutating calls (goal 0), list calls vs pages;
+- resync: one steady-state RouteReconciler.sync at N routes, in a process of its own against the fake GCE
+  of this one: that process's CPU seconds, every thread (goal <= 0.3; sync_thread_cpu_s is the syncing
+  thread alone), mutating calls (goal 0), list calls vs pages;
 - rss: the controller process's resident set after serving N nodes (goal <= 250 MB at 5,000);
 - simulate: `routectl simulate --cloud gce --nodes N --pool-cidr 10.0.0.0/8 --route-limit 2N` wall time,
   and at the end the growth exponent of simulate wall time between the smallest and largest N (goal ~1).
@@ -186,35 +186,63 @@ def run(n: int, timeout: float, log_path: str, budget: tuple[float, int] | None 
 
 
 def _resync(sim: SimCluster, n: int) -> dict[str, Any]:
-    """One steady-state RouteReconciler.sync at N routes in this process (after a warm-up sync)."""
-    nodes = [NodeRoutes(x["metadata"]["name"], x["metadata"]["uid"], x["spec"]["providerID"],
-                        tuple(x["spec"].get("podCIDRs") or ())) for x in sim.nodes()]
-    drv = GCERouteDriver(sim.gce.project, sim.gce.network, sim.cluster_name, endpoint=sim.gce.endpoint,
+    """One steady-state RouteReconciler.sync at N routes, in a process of its own (`--resync-child`), so
+    its CPU is the syncing side's alone (this process serves the fake GCE). The child syncs once to
+    resolve every node, as the running controller has, says so, and syncs again on "go"."""
+    nodes = [[x["metadata"]["name"], x["metadata"]["uid"], x["spec"]["providerID"],
+              list(x["spec"].get("podCIDRs") or ())] for x in sim.nodes()]
+    spec = {"project": sim.gce.project, "network": sim.gce.network, "cluster": sim.cluster_name,
+            "endpoint": sim.gce.endpoint, "nodes": nodes, "profile": os.environ.get("SCALE_PROFILE")}
+    child = subprocess.Popen([sys.executable, __file__, "--resync-child"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(json.dumps(spec) + "\n")
+    child.stdin.flush()
+    if child.stdout.readline().strip() != "warm":
+        raise RuntimeError(f"resync child failed (exit {child.wait()})")
+    sim.gce.reset_log()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    line = child.stdout.readline()
+    with sim.gce._lock:
+        log = list(sim.gce.call_log)
+    child.stdin.close()
+    child.wait(timeout=600)
+    figures = json.loads(line)
+    routes = figures.pop("routes")
+    return {"bench": "resync", "nodes": n, "routes": routes, **figures,
+            "mutating_calls": sum(1 for _, p in log if p in GCE_MUTATING),
+            "list_calls": sum(1 for _, p in log if p == "compute.routes.list"),
+            "pages": math.ceil(max(routes, 1) / 500)}
+
+
+def resync_child() -> None:
+    """The syncing side of `_resync`: the spec on stdin, "warm" after the first sync, figures of the
+    second as one JSON line after "go" (process CPU: every thread of this process); a profiled third
+    once stdin is closed."""
+    spec = json.loads(sys.stdin.readline())
+    nodes = [NodeRoutes(name, uid, pid, tuple(cidrs)) for name, uid, pid, cidrs in spec["nodes"]]
+    drv = GCERouteDriver(spec["project"], spec["network"], spec["cluster"], endpoint=spec["endpoint"],
                          rate=1000.0, burst=1000, concurrency=16)
     rec = RouteReconciler(drv, [POOL], concurrency=16)
-    rec.sync(nodes)  # resolves every node once, as the running controller has
-    sim.gce.reset_log()
+    rec.sync(nodes)
     gc.collect()
     gc.freeze()  # what lives now lives on: out of the collector's full passes, as the controller does
+    print("warm", flush=True)
+    sys.stdin.readline()
     c0, t0, th0 = time.process_time(), time.monotonic(), time.thread_time()
     res = rec.sync(nodes)
     cpu, wall, thread_cpu = time.process_time() - c0, time.monotonic() - t0, time.thread_time() - th0
-    with sim.gce._lock:
-        log = list(sim.gce.call_log)
-    if os.environ.get("SCALE_PROFILE"):  # one more sync under cProfile (thread CPU clock), stats to that file
+    print(json.dumps({"routes": sum(1 for s in res.nodes.values() if s.ok), "cpu_s": round(cpu, 3),
+                      "wall_s": round(wall, 3), "sync_thread_cpu_s": round(thread_cpu, 3)}), flush=True)
+    sys.stdin.read()  # the parent has read the fake's call log: further calls are not counted
+    if spec["profile"]:  # one more sync under cProfile (thread CPU clock), stats to that file
         import cProfile
 
         prof = cProfile.Profile(time.thread_time)
         prof.runcall(rec.sync, nodes)
-        prof.dump_stats(os.environ["SCALE_PROFILE"])
-    gc.unfreeze()
+        prof.dump_stats(spec["profile"])
     rec.close()
-    routes = sum(1 for s in res.nodes.values() if s.ok)
-    return {"bench": "resync", "nodes": n, "routes": routes, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-            "sync_thread_cpu_s": round(thread_cpu, 3),
-            "mutating_calls": sum(1 for _, p in log if p in GCE_MUTATING),
-            "list_calls": sum(1 for _, p in log if p == "compute.routes.list"),
-            "pages": math.ceil(max(routes, 1) / 500)}
 
 
 def simulate(n: int, timeout: float) -> dict[str, Any]:
@@ -245,7 +273,11 @@ def main() -> None:
     p.add_argument("--only", default=",".join(FIGURES),
                    help=f"comma list of controller figures to print (of {','.join(FIGURES)}); the nodes are "
                         "served in any case")
+    p.add_argument("--resync-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.resync_child:
+        resync_child()
+        return
     budget = (a.cloud_budget[0], int(a.cloud_budget[1])) if a.cloud_budget else None
     only = tuple(f.strip() for f in a.only.split(",") if f.strip())
     if not set(only) <= set(FIGURES):

@@ -105,6 +105,31 @@ def test_route_lists_ask_for_the_fields_the_driver_reads_and_the_fake_sends_only
     assert bad.value.code == 400
 
 
+def test_a_route_list_that_fails_is_retried_or_named_with_its_cause(gce: GCEHarness) -> None:
+    """The list is read past the client's protobuf parse: its errors must still be the client's own."""
+    from routectl.cloud.base import CloudError
+    from routectl.sim.fake_gce import _HTTPError
+
+    nodes = [gce.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(3)]
+    gce.reconciler().sync(nodes)
+    orig, answers = gce.fake._list, iter(["busy"])
+
+    def flaky(query: dict[str, list[str]]) -> dict[str, Any]:
+        if next(answers, None):
+            raise _HTTPError(503, "backendError", "try again")
+        return orig(query)
+
+    gce.fake._list = flaky  # type: ignore[method-assign]
+    gce.reset_log()
+    assert sorted(r.destination for r in gce.driver().list_routes() if r.owned) == [
+        "10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]
+    assert gce.list_calls() == 2  # the 503, then the answer
+    with _denied(gce, "compute.routes.list"), pytest.raises(CloudError) as err:
+        gce.driver().list_routes()
+    assert "listing routes of projects/sim-project/global/networks/default" in str(err.value)
+    assert "Required 'compute.routes.list' permission" in str(err.value)
+
+
 def test_quota_error_in_operation_is_route_limit() -> None:
     with FakeGCE(routes_quota=1, op_delay=0.0, quota_error_in_operation=True) as fake:
         h = GCEHarness.__new__(GCEHarness)
