@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from routectl.constants import EVENT_POOL_INVALID
@@ -47,6 +47,9 @@ __all__ = ["REASON_CLOUD_ERROR", "STALE_PREFIX", "TERMINATING_LABEL", "Controlle
 log = logging.getLogger(__name__)
 
 ASSIGN_CONCURRENCY = 64
+# Nodes reconciled at once by a pass over many (waiting for a block, or given one before the first route
+# sync): enough to keep the assignment slots and the cloud bucket busy (a route insert waits on the cloud).
+SERVE_CONCURRENCY = 256
 
 # Selector term added to a pool being deleted so that no node matches it any more (no label has it).
 TERMINATING_LABEL = "routectl.io/pool-terminating"
@@ -178,8 +181,31 @@ class Controller:
     async def _route_early(self, names: set[str]) -> None:
         """Route (and report) the nodes given a block before the first route sync, now that it ran."""
         live = self.node_views()
-        await asyncio.gather(*(self.reconcile_node(live[n]) for n in names if n in live),
-                             return_exceptions=True)
+        await self._reconcile_each(n for n in names if n in live)
+
+    async def _reconcile_each(self, names: Iterable[str], waiting: bool = False) -> None:
+        """Reconcile these nodes, SERVE_CONCURRENCY at a time, each looked up when its turn comes.
+
+        A task per node at once (all 5,000 at a start-up) made one route batch of them all, so every
+        condition waited for the last route and 5,000 condition writes queued at once (~60 MB of
+        tasks and requests). `waiting`: nodes without a block; one that has one by its turn, or is
+        gone or going, is no longer waiting."""
+        pending = iter(list(names))
+
+        async def serve() -> None:
+            for name in pending:
+                v = self.node_views().get(name)
+                if waiting and (v is None or v.deleting or self.assigner.cidrs_of(v)):
+                    self._waiting.discard(name)  # gone, going, or served meanwhile
+                    continue
+                if v is None:
+                    continue
+                try:
+                    await self.reconcile_node(v)
+                except Exception as exc:  # one node's failure is its own: the others are still served
+                    log.warning("reconciling node %s failed: %s", name, exc)
+
+        await asyncio.gather(*(serve() for _ in range(SERVE_CONCURRENCY)))
 
     async def wait_ready(self) -> None:
         """Return once the start-up rebuild and first route sync are done (`run` does them)."""
@@ -355,17 +381,9 @@ class Controller:
         self.reporter.touch()
 
     async def _serve_waiting(self) -> None:
-        """Retry nodes without a podCIDR (after a pool change or a release made room), concurrently."""
-        live = self.node_views()
-        waiting = []
-        for name in list(self._waiting):
-            v = live.get(name)
-            if v is None or v.deleting or self.assigner.cidrs_of(v):
-                self._waiting.discard(name)  # gone, going, or served meanwhile
-            else:
-                waiting.append(v)
-        if waiting:
-            await asyncio.gather(*(self.reconcile_node(v) for v in waiting), return_exceptions=True)
+        """Retry nodes without a podCIDR (after a pool change or a release made room)."""
+        if self._waiting:
+            await self._reconcile_each(self._waiting, waiting=True)
 
     async def node_gone(self, view: NodeView) -> None:
         """A Node was deleted: delete its routes first, then release its block (never the other way)."""
