@@ -190,7 +190,8 @@ class Controller:
         condition waited for the last route and 5,000 condition writes queued at once (~60 MB of
         tasks and requests). `waiting`: nodes without a block; one that has one by its turn, or is
         gone or going, is no longer waiting."""
-        pending = iter(list(names))
+        todo = list(names)
+        pending = iter(todo)
 
         async def serve() -> None:
             for name in pending:
@@ -205,7 +206,7 @@ class Controller:
                 except Exception as exc:  # one node's failure is its own: the others are still served
                     log.warning("reconciling node %s failed: %s", name, exc)
 
-        await asyncio.gather(*(serve() for _ in range(SERVE_CONCURRENCY)))
+        await asyncio.gather(*(serve() for _ in range(min(SERVE_CONCURRENCY, len(todo)))))
 
     async def wait_ready(self) -> None:
         """Return once the start-up rebuild and first route sync are done (`run` does them)."""
