@@ -17,6 +17,8 @@ the fake GCE server (this process), N nodes. Prints one JSON line per figure and
     .venv/bin/python benchmarks/scale.py                      # N = 1000, 2000, 5000 (minutes)
     .venv/bin/python benchmarks/scale.py --nodes 1000 --skip-simulate
     .venv/bin/python benchmarks/scale.py --nodes 5000 --skip-simulate --only rss,resync
+    .venv/bin/python benchmarks/scale.py --nodes 5000 --skip-simulate --only serve,rss \
+        --cloud-budget 20 50 --op-delay 2 --concurrency 100   # GCE's budget, operations taking 2 s
     SCALE_PROFILE=/tmp/resync.prof ...   # also profile one more resync (pstats file)
 """
 
@@ -137,17 +139,23 @@ FIGURES = ("serve", "rss", "startup", "resync")
 
 
 def run(n: int, timeout: float, log_path: str, budget: tuple[float, int] | None = None,
-        only: tuple[str, ...] = FIGURES) -> list[dict[str, Any]]:
+        only: tuple[str, ...] = FIGURES, op_delay: float | None = None,
+        concurrency: int | None = None) -> list[dict[str, Any]]:
     """Serve N new nodes, restart with N existing nodes, resync at N routes; JSON records (of `only`:
     the nodes are always served first, the other figures need them). `budget` is the controller's
-    cloud (rate, burst); the simulation's own is far above GCE's published refill."""
+    cloud (rate, burst); the simulation's own is far above GCE's published refill. `op_delay`: seconds
+    until the fake's operations are DONE; `concurrency`: the controller's cloud calls in flight."""
     out: list[dict[str, Any]] = []
     sim = SimCluster(cloud="gce", nodes=0, pool_cidr=POOL, route_limit=2 * n + 100, run_controller=False)
     sim.start()
     try:
         cfg = sim.config()
         rate, burst = budget or (cfg.cloud_rate, cfg.cloud_burst)
-        env = {"ROUTECTL_CLOUD_RATE": str(rate), "ROUTECTL_CLOUD_BURST": str(burst)}
+        if op_delay is not None:
+            sim.gce.op_delay = op_delay
+        conc = concurrency or cfg.concurrency
+        env = {"ROUTECTL_CLOUD_RATE": str(rate), "ROUTECTL_CLOUD_BURST": str(burst),
+               "ROUTECTL_CONCURRENCY": str(conc)}
         sim.add_nodes(n)
         mark = sim.kube.requests.mark()
         ctl = Controller(sim, "bench-a", log_path, env)
@@ -165,7 +173,8 @@ def run(n: int, timeout: float, log_path: str, budget: tuple[float, int] | None 
         out.append({"bench": "serve", "nodes": n, "served_s": round(served, 2) if served else None,
                     "settled": _converged_count(sim), "bound_s": round(bound, 2),
                     "ratio": round(served / bound, 3) if served and bound else None,
-                    "cloud_rate": rate, "cloud_burst": burst,
+                    "cloud_rate": rate, "cloud_burst": burst, "concurrency": conc,
+                    "op_delay_s": sim.gce.op_delay,
                     "first_pod_cidr_s": first[0], "first_pod_cidr_after_lease_s": first[1],
                     "lease_renewals": renewals, "renewals_past_half_deadline": late,
                     "max_renew_gap_s": max_gap,
@@ -270,6 +279,11 @@ def main() -> None:
     p.add_argument("--cloud-budget", nargs=2, type=float, metavar=("RATE", "BURST"),
                    help="the controller's mutating cloud calls per second and burst (default: the "
                         "simulation's 200/200; GCE's production default is 20 50)")
+    p.add_argument("--op-delay", type=float, metavar="SECONDS",
+                   help="seconds until the fake GCE's operations are DONE (default: the simulation's 0.05; "
+                        "a busy project takes seconds)")
+    p.add_argument("--concurrency", type=int, help="the controller's cloud calls in flight (default: the "
+                                                        "simulation's 16)")
     p.add_argument("--only", default=",".join(FIGURES),
                    help=f"comma list of controller figures to print (of {','.join(FIGURES)}); the nodes are "
                         "served in any case")
@@ -285,7 +299,7 @@ def main() -> None:
     walls: dict[int, float] = {}
     for n in a.nodes:
         if not a.skip_controller:
-            for rec in run(n, a.timeout, a.log, budget, only):
+            for rec in run(n, a.timeout, a.log, budget, only, a.op_delay, a.concurrency):
                 print(json.dumps(rec), flush=True)
         if not a.skip_simulate:
             rec = simulate(n, a.timeout)

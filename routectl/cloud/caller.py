@@ -4,7 +4,9 @@ only), bounded concurrency, call/throttle/error counting and the shared retry po
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -80,3 +82,41 @@ class UsesCloudCaller:
 
     def _call(self, op: str, fn: Callable[[], T], *, mutating: bool = False) -> T:
         return self.caller(op, fn, mutating=mutating)
+
+
+def concurrency_advice(latency: float, concurrency: int, rate: float) -> str | None:
+    """What to do when operations holding a slot for `latency` s each, `concurrency` at a time, make fewer
+    routes per second than the cloud `rate` allows (None when they do not)."""
+    if latency <= 0 or concurrency / latency >= rate:
+        return None
+    return (f"cloud route operations take {latency:.1f}s each: {concurrency} in flight make at most "
+            f"{concurrency / latency:.1f} routes/s, below the cloud rate of {rate:g}/s; raise --concurrency "
+            f"(ROUTECTL_CONCURRENCY) to {math.ceil(rate * latency)}")
+
+
+class LatencyWatch:
+    """A moving average of how long one route operation holds its slot, and the advice of
+    `concurrency_advice` at most once per `every` seconds, once `least` operations were seen (the first
+    ones pay for connections and imports) (thread-safe)."""
+
+    def __init__(self, concurrency: int, rate: float, *, every: float = 600.0, weight: float = 0.1,
+                 least: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
+        self.concurrency, self.rate, self.every = concurrency, rate, every
+        self.weight, self.least, self.clock = weight, least, clock
+        self.average: float | None = None
+        self.seen = 0
+        self._said: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> str | None:
+        """Record one operation's time; the advice when it is due (else None)."""
+        with self._lock:
+            avg = seconds if self.average is None else self.average + self.weight * (seconds - self.average)
+            self.average, self.seen = avg, self.seen + 1
+            advice = concurrency_advice(avg, self.concurrency, self.rate)
+            now = self.clock()
+            if advice is None or self.seen < self.least or (
+                    self._said is not None and now - self._said < self.every):
+                return None
+            self._said = now
+            return advice

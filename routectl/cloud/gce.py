@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import ipaddress
 import json
+import logging
 import os
 import re
 import threading
@@ -42,11 +43,13 @@ from routectl.cloud.base import (
     NodeProblem,
     RouteLimitError,
 )
-from routectl.cloud.caller import CloudCaller, UsesCloudCaller
+from routectl.cloud.caller import CloudCaller, LatencyWatch, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
 from routectl.cloud.sdk import compute_service, compute_types
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import CloudRoute, NodeRoutes, TableCapacity, canonical_cidr
+
+log = logging.getLogger(__name__)
 
 PROVIDER_ID_RE = re.compile(r"^gce://([a-z][-a-z0-9.:]*[a-z0-9])/([a-z]+-[a-z]+\d+-[a-z])/([a-z]([-a-z0-9]*[a-z0-9])?)$")
 INSTANCE_PATH_RE = re.compile(r"projects/[^/]+/zones/[^/]+/instances/[^/]+$")
@@ -181,6 +184,7 @@ class GCERouteDriver(UsesCloudCaller):
         self.calls = CallCounter()
         self.caller = CloudCaller(self.calls, TokenBucket(rate, burst), concurrency,
                                   (gexc.GoogleAPICallError,))
+        self.op_latency = LatencyWatch(concurrency, rate)  # says when operations, not the rate, bind
         self.op_timeout = op_timeout
         self.call_timeout = call_timeout
         # From this many nodes in one zone on, read the zone's instances with paged lists (500 per call,
@@ -468,6 +472,7 @@ class GCERouteDriver(UsesCloudCaller):
 
     def _insert(self, name: str, destination: str, target: str) -> None:
         compute = compute_types()
+        started = time.monotonic()
 
         route = compute.Route(
             name=name, network=self.network_path, dest_range=destination, next_hop_instance=target,
@@ -476,6 +481,9 @@ class GCERouteDriver(UsesCloudCaller):
         op = self._call("routes.insert", lambda: self._client("routes").insert_unary(
             project=self.project, route_resource=route, retry=None, timeout=self.call_timeout), mutating=True)
         self._wait(op, f"inserting route {name}")
+        advice = self.op_latency.observe(time.monotonic() - started)  # the slot is held all this time
+        if advice:
+            log.warning("%s", advice)
 
     def create(self, table: str, destination: str, target: str, node: NodeRoutes) -> CloudRoute:
         """Insert our route; 409 with the same destination and next hop is success, otherwise replaced."""

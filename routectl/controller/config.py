@@ -84,7 +84,9 @@ class Config:
     # (aws 4/s burst 40 under EC2's 5/s bucket 50; gce 20/s burst 50 under 1,500 mutations per minute).
     cloud_rate: float | None = None
     cloud_burst: int | None = None
-    concurrency: int = 20
+    # Cloud calls in flight. A GCE route insert holds its slot until its operation is DONE (seconds on a
+    # busy project), so routes/s <= concurrency / operation latency: 100 keeps 20/s up to 5 s.
+    concurrency: int = 100
     # How often the route quota is re-read while a table is full (nodes wait for room or ride the overlay);
     # otherwise it is cached for the driver's own TTL (AWS 1 h, GCE 10 min).
     quota_recheck_seconds: float = 300.0

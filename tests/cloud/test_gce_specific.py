@@ -343,3 +343,25 @@ def test_a_replace_waits_while_an_extra_copy_of_the_same_destination_cannot_be_d
     assert gce.target_of(new) not in hops, f"the new route was added beside a stale one: {hops}"
     res = gce.reconciler().sync([new])
     assert res.nodes["new"].ok and gce.routes_to()[block] == {gce.target_of(new)}
+
+
+def test_slow_operations_are_reported_with_the_concurrency_that_would_keep_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each insert holds its slot until its operation is DONE: with few slots, slow operations and not
+    the rate bound the routes per second. The driver measures that and says what to set."""
+    import logging
+
+    h = GCEHarness(op_delay=0.25)
+    try:
+        drv = h.driver(concurrency=2, rate=100.0, burst=100)
+        drv.op_latency.least = 3
+        nodes = [h.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(3)]
+        with caplog.at_level(logging.WARNING, logger="routectl.cloud.gce"):
+            for node in nodes:
+                drv.create("default", node.pod_cidrs[0], drv.resolve(node), node)
+        said = [r.getMessage() for r in caplog.records if "raise --concurrency" in r.getMessage()]
+        assert len(said) == 1, said
+        assert "2 in flight make at most" in said[0]
+        assert drv.op_latency.average is not None and drv.op_latency.average >= 0.25
+    finally:
+        h.close()
