@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from routectl.cloud.base import RouteDriver
+from routectl.cloud.sdk import sdk_imports
 
 PROVIDERS = ("gce", "aws")
 # Settings every caller may pass whatever the provider; ignored by drivers that do not use them.
@@ -21,12 +22,14 @@ def make_driver(provider: str, **settings: Any) -> RouteDriver:
     """
     settings = {k: v for k, v in settings.items() if v is not None}
     if provider == "gce":
-        from routectl.cloud.gce import GCERouteDriver as cls
+        with sdk_imports():  # the driver's module imports google.api_core: not beside the warm-up's imports
+            from routectl.cloud.gce import GCERouteDriver as cls
 
         if "cluster_name" not in settings and "cluster_id" in settings:
             settings["cluster_name"] = settings["cluster_id"]
     elif provider == "aws":
-        from routectl.cloud.aws import AWSRouteDriver as cls  # type: ignore[assignment]
+        with sdk_imports():
+            from routectl.cloud.aws import AWSRouteDriver as cls  # type: ignore[assignment]
 
         if "cluster_id" not in settings and "cluster_name" in settings:
             settings["cluster_id"] = settings["cluster_name"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import ipaddress
 import json
 import logging
@@ -45,7 +44,7 @@ from routectl.cloud.base import (
 )
 from routectl.cloud.caller import CloudCaller, LatencyWatch, UsesCloudCaller
 from routectl.cloud.ratelimit import TokenBucket
-from routectl.cloud.sdk import compute_service, compute_types
+from routectl.cloud.sdk import compute_service, compute_types, import_sdk_module, sdk_imports
 from routectl.constants import ROUTE_DESCRIPTION_MARKER
 from routectl.routes.model import CloudRoute, NodeRoutes, TableCapacity, canonical_cidr
 
@@ -219,25 +218,25 @@ class GCERouteDriver(UsesCloudCaller):
         return c
 
     def _new_client(self, kind: str) -> Any:
-        """A client of `kind` on the REST transport (anonymous against a fake endpoint)."""
+        """A client of `kind` on the REST transport (anonymous against a fake endpoint). Made under the
+        SDK import lock: a client's first use imports its service and transport (routectl.cloud.sdk)."""
         module, cls_name = CLIENT_KINDS[kind]
         pkg, _, svc = module.rpartition(":")
-        if pkg:
-            service = importlib.import_module(f"google.cloud.{pkg}.services.{svc}")
-        else:
-            service = compute_service(module)
-        cls = getattr(service, cls_name)
-        if self.endpoint:
-            from google.auth.credentials import AnonymousCredentials
+        with sdk_imports():
+            service = (import_sdk_module(f"google.cloud.{pkg}.services.{svc}") if pkg
+                       else compute_service(module))
+            cls = getattr(service, cls_name)
+            if self.endpoint:
+                from google.auth.credentials import AnonymousCredentials
 
-            u = urlparse(self.endpoint)
-            mod = importlib.import_module(f"{service.__name__}.transports.rest")
-            transport_cls = next(getattr(mod, n) for n in dir(mod)
-                                 if n.endswith("RestTransport") and not n.startswith("_"))
-            client = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
-                                                 credentials=AnonymousCredentials()))
-        else:
-            client = cls(credentials=self._credentials)
+                u = urlparse(self.endpoint)
+                mod = import_sdk_module(f"{service.__name__}.transports.rest")
+                transport_cls = next(getattr(mod, n) for n in dir(mod)
+                                     if n.endswith("RestTransport") and not n.startswith("_"))
+                client = cls(transport=transport_cls(host=u.netloc, url_scheme=u.scheme or "http",
+                                                     credentials=AnonymousCredentials()))
+            else:
+                client = cls(credentials=self._credentials)
         _pin_environment(client)
         return client
 

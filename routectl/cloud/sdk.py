@@ -20,7 +20,23 @@ COMPUTE = "google.cloud.compute_v1"
 # The Compute services the GCE driver calls (routectl.cloud.gce).
 COMPUTE_SERVICES = ("routes", "global_operations", "instances", "projects", "networks")
 
+# Every lazy import of a cloud SDK in this process holds this lock. Two threads importing parts of one
+# package (the start-up warm-up, and a route sync making its first client) could each hold a module
+# lock the other needed: Python broke the cycle with a deadlock error in one thread and left
+# `google.cloud.cloudquotas_v1.services.cloud_quotas` partially initialized for good, so every later
+# route sync failed (1 start-up in 3 at 5,000 nodes). One import at a time cannot form a cycle.
 _lock = threading.RLock()
+
+
+def sdk_imports() -> threading.RLock:
+    """The lock to hold around any lazy import of a cloud SDK (`with sdk_imports(): ...`; re-entrant)."""
+    return _lock
+
+
+def import_sdk_module(name: str) -> ModuleType:
+    """`importlib.import_module(name)` under the SDK import lock."""
+    with _lock:
+        return importlib.import_module(name)
 
 
 def lean_package(name: str) -> ModuleType:
@@ -63,19 +79,22 @@ def lean_package(name: str) -> ModuleType:
 
 def compute_types() -> ModuleType:
     """`google.cloud.compute_v1.types.compute`: the request and resource messages (Route, Operation...)."""
-    lean_package(COMPUTE)
-    return importlib.import_module(f"{COMPUTE}.types.compute")
+    with _lock:
+        lean_package(COMPUTE)
+        return importlib.import_module(f"{COMPUTE}.types.compute")
 
 
 def compute_service(service: str) -> ModuleType:
     """One Compute service package (`routes`, `instances`...): its client class and `transports.rest`."""
-    lean_package(COMPUTE)
-    return importlib.import_module(f"{COMPUTE}.services.{service}")
+    with _lock:
+        lean_package(COMPUTE)
+        return importlib.import_module(f"{COMPUTE}.services.{service}")
 
 
 def warm_gce() -> None:
     """Import everything the GCE driver will use (at start, in a thread, while the Lease is won)."""
-    compute_types()
-    for service in COMPUTE_SERVICES:
-        importlib.import_module(f"{compute_service(service).__name__}.transports.rest")
-    importlib.import_module("google.cloud.cloudquotas_v1.services.cloud_quotas.transports.rest")
+    with _lock:
+        compute_types()
+        for service in COMPUTE_SERVICES:
+            importlib.import_module(f"{compute_service(service).__name__}.transports.rest")
+        importlib.import_module("google.cloud.cloudquotas_v1.services.cloud_quotas.transports.rest")

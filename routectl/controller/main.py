@@ -24,6 +24,7 @@ import click
 from aiohttp import web
 
 from routectl import __version__
+from routectl.cloud.sdk import sdk_imports
 from routectl.controller.config import ENV_VARS, Config, load_config
 from routectl.controller.kube import KubeClient, load_credentials
 from routectl.controller.leader import lease_client
@@ -60,9 +61,10 @@ def warm_cloud_sdk(provider: str | None) -> None:
     if module is None:
         return
     try:
-        mod = importlib.import_module(module)
-        if func is not None:
-            getattr(mod, func)()
+        with sdk_imports():  # never beside a driver's own first imports (routectl.cloud.sdk)
+            mod = importlib.import_module(module)
+            if func is not None:
+                getattr(mod, func)()
     except ImportError:  # the driver reports a missing SDK itself, with advice
         log.debug("cloud SDK of %s not importable", provider)
 
