@@ -275,23 +275,25 @@ class GCERouteDriver(UsesCloudCaller):
         )
 
     def _to_cloud_route(self, r: Any) -> CloudRoute:
-        """A raw protobuf Route (`compute.Route.pb(x)`) as a CloudRoute (each field read once: every read
-        of a protobuf field builds a new str)."""
-        name, hop = r.name, r.next_hop_instance
-        target = instance_path(hop) if hop else (
-            r.next_hop_gateway or r.next_hop_ip or r.next_hop_ilb or None)
-        return CloudRoute(table=self.network, destination=canonical_cidr(r.dest_range), target=target,
-                          name=name, state="active", owned=self._owned(name, r.description, r.network))
+        """A raw protobuf Route (`compute.Route.pb(x)`, from routes.get) as a CloudRoute."""
+        return self._cloud_route(r.name, r.dest_range, r.next_hop_instance,
+                                 r.next_hop_gateway or r.next_hop_ip or r.next_hop_ilb, r.description,
+                                 r.network)
 
     def _listed_route(self, r: dict[str, str]) -> CloudRoute:
         """One item of a routes.list JSON answer (camelCase, absent fields left out) as a CloudRoute."""
         get = r.get
-        name, hop = get("name", ""), get("nextHopInstance")
-        target = instance_path(hop) if hop else (
-            get("nextHopGateway") or get("nextHopIp") or get("nextHopIlb") or None)
-        return CloudRoute(table=self.network, destination=canonical_cidr(get("destRange", "")), target=target,
-                          name=name, state="active",
-                          owned=self._owned(name, get("description", ""), get("network", "")))
+        return self._cloud_route(get("name", ""), get("destRange", ""), get("nextHopInstance"),
+                                 get("nextHopGateway") or get("nextHopIp") or get("nextHopIlb"),
+                                 get("description", ""), get("network", ""))
+
+    def _cloud_route(self, name: str, dest_range: str, hop_instance: str | None, other_hop: str | None,
+                     description: str, network: str) -> CloudRoute:
+        """A listed or read route as a CloudRoute: its next hop (an instance path, else the gateway, IP or
+        load balancer it names) and whether it is ours."""
+        target = instance_path(hop_instance) if hop_instance else (other_hop or None)
+        return CloudRoute(table=self.network, destination=canonical_cidr(dest_range), target=target,
+                          name=name, state="active", owned=self._owned(name, description, network))
 
     def _wait(self, operation: Any, what: str) -> None:
         compute = compute_types()
@@ -471,16 +473,20 @@ class GCERouteDriver(UsesCloudCaller):
 
     def _insert(self, name: str, destination: str, target: str) -> None:
         compute = compute_types()
-        started = time.monotonic()
-
         route = compute.Route(
             name=name, network=self.network_path, dest_range=destination, next_hop_instance=target,
             priority=self.priority, description=self.description, tags=self.tags,
         )
-        op = self._call("routes.insert", lambda: self._client("routes").insert_unary(
-            project=self.project, route_resource=route, retry=None, timeout=self.call_timeout), mutating=True)
+        sent = [0.0]  # when the (last) insert was sent: after its token, so a rate wait is not counted
+
+        def insert() -> Any:
+            sent[0] = time.monotonic()
+            return self._client("routes").insert_unary(
+                project=self.project, route_resource=route, retry=None, timeout=self.call_timeout)
+
+        op = self._call("routes.insert", insert, mutating=True)
         self._wait(op, f"inserting route {name}")
-        advice = self.op_latency.observe(time.monotonic() - started)  # the slot is held all this time
+        advice = self.op_latency.observe(time.monotonic() - sent[0])  # the slot is held all this time
         if advice:
             log.warning("%s", advice)
 

@@ -365,3 +365,23 @@ def test_slow_operations_are_reported_with_the_concurrency_that_would_keep_up(
         assert drv.op_latency.average is not None and drv.op_latency.average >= 0.25
     finally:
         h.close()
+
+
+def test_waiting_for_the_rate_is_not_counted_as_a_slow_operation(caplog: pytest.LogCaptureFixture) -> None:
+    """When the token bucket binds, inserts wait for tokens: that is the rate at work, not slow operations,
+    and must not make the driver ask for more concurrency."""
+    import logging
+
+    h = GCEHarness(op_delay=0.0)
+    try:
+        drv = h.driver(concurrency=1, rate=5.0, burst=1)  # one token per 0.2 s, one insert at a time
+        drv.op_latency.least, drv.op_latency.weight = 3, 0.5  # the average follows the last inserts
+        nodes = [h.add_node(f"n{i}", (f"10.244.{i}.0/24",)) for i in range(5)]
+        with caplog.at_level(logging.WARNING, logger="routectl.cloud.gce"):
+            for node in nodes:
+                drv.create("default", node.pod_cidrs[0], drv.resolve(node), node)
+        assert not [r for r in caplog.records if "raise --concurrency" in r.getMessage()]
+        # the inserts after the first waited ~0.2 s each for a token; the operations took milliseconds
+        assert drv.op_latency.average is not None and drv.op_latency.average < 0.1
+    finally:
+        h.close()
